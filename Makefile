@@ -1,0 +1,83 @@
+# keybridge — `make help` lists the targets.
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+GO        ?= go
+LOCAL     ?= $(CURDIR)/.local
+ENV_FILE  := $(LOCAL)/env
+BIN       := bin/keybridge
+CONFIG    ?= config/keybridge.example.yaml
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+REVISION  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.revision=$(REVISION)
+FUZZTIME  ?= 10s
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@2025.1.1
+
+# Loads the environment deploy/local/up wrote (URLs, credentials).
+WITH_ENV := set -a; source $(ENV_FILE); set +a;
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+.PHONY: build
+build: ## build bin/keybridge (static)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/keybridge
+
+.PHONY: up
+up: ## start PostgreSQL and Keycloak with the demo realm (idempotent)
+	deploy/local/up
+
+.PHONY: down
+down: ## stop PostgreSQL and Keycloak
+	deploy/local/down
+
+.PHONY: migrate
+migrate: build ## apply the migrations to the local database
+	$(WITH_ENV) $(BIN) migrate up
+
+.PHONY: run
+run: up build ## install what is missing, start the services, migrate and serve the demo realm
+	$(WITH_ENV) $(BIN) migrate up
+	$(WITH_ENV) exec $(BIN) serve -c $(CONFIG)
+
+.PHONY: test
+test: up build tools ## every test: unit, integration against the real services, bounded fuzzing, rule and manifest checks
+	deploy/local/reset-realm
+	$(WITH_ENV) $(BIN) migrate up
+	$(WITH_ENV) CI=$${CI:-true} $(GO) test -count=1 -p 2 -timeout 20m ./... 2>&1 | tee $(LOCAL)/test.log | grep -vE '^(=== RUN|=== PAUSE|=== CONT)' || { echo "go test failed"; exit 1; }
+	$(MAKE) --no-print-directory fuzz-short
+	@scripts/test-summary $(LOCAL)/test.log
+
+.PHONY: tools
+tools: ## install the test tools (promtool, nginx, jq) when missing
+	scripts/ensure-tools
+
+.PHONY: fuzz-short
+fuzz-short: ## run every fuzz target for FUZZTIME (default 10s) each
+	scripts/fuzz-all $(FUZZTIME)
+
+.PHONY: bench
+bench: up build ## benchmarks with their references (make bench BENCH=Decide for one)
+	deploy/local/reset-realm
+	$(WITH_ENV) $(BIN) migrate up
+	$(WITH_ENV) $(GO) test -run='^$$' -bench='$(or $(BENCH),.)' -benchmem -count=1 -timeout 60m ./...
+
+.PHONY: reliability
+reliability: up build ## hostile tokens, forged webhooks, long fuzzing, injected faults, tenant isolation: prints a summary
+	deploy/local/reset-realm
+	$(WITH_ENV) $(BIN) migrate up
+	$(WITH_ENV) CI=$${CI:-true} KEYBRIDGE_RELIABILITY=1 $(GO) test -count=1 -p 1 -timeout 60m -run 'Reliability|Attack|Abuse|Fault|Isolation|Secret' -v ./... 2>&1 | tee $(LOCAL)/reliability.log | grep -E '^(--- |FAIL|ok|PASS|RELIABILITY)' || true
+	FUZZTIME=$${FUZZTIME:-60s} scripts/fuzz-all $${FUZZTIME:-60s} | tee -a $(LOCAL)/reliability.log
+	@scripts/reliability-summary $(LOCAL)/reliability.log
+
+.PHONY: lint
+lint: ## gofmt, go vet and staticcheck
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+.PHONY: clean
+clean: ## remove build output
+	rm -rf bin

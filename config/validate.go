@@ -1,0 +1,170 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"slices"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/robfig/cron/v3"
+)
+
+// Asymmetric algorithms only: HMAC would let anyone holding the public key
+// mint tokens, and "none" is no signature at all.
+var allowedAlgorithms = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+
+// CronParser is the schedule syntax keybridge accepts: standard five fields,
+// optional seconds, and descriptors such as @every 5m.
+var CronParser = cron.NewParser(cron.SecondOptional | cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
+
+// Validate reports every problem, each naming its key and the fix. It never
+// touches the network: reachability is what /readyz is for.
+func (c *Config) Validate() []error {
+	var errs []error
+	add := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+
+	if _, _, err := net.SplitHostPort(c.Server.Listen); err != nil {
+		add("server.listen", "%q is not host:port (for example 0.0.0.0:8080)", c.Server.Listen)
+	}
+	if c.Server.ShutdownTimeout <= 0 {
+		add("server.shutdown_timeout", "must be positive, for example 15s")
+	}
+	for i, cidr := range c.Server.TrustedProxies {
+		if _, _, err := net.ParseCIDR(cidr); err != nil {
+			add(fmt.Sprintf("server.trusted_proxies[%d]", i), "%q is not a CIDR such as 10.0.0.0/8", cidr)
+		}
+	}
+	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.Log.Level) {
+		add("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	if !slices.Contains([]string{"json", "text"}, c.Log.Format) {
+		add("log.format", "%q is not json or text", c.Log.Format)
+	}
+
+	checkDSN := func(key, env, dsn string, required bool) {
+		if dsn == "" {
+			if required {
+				add(key, "missing: set %s or %s in the config (postgres://user:password@host:5432/keybridge)", env, key)
+			}
+			return
+		}
+		if _, err := pgx.ParseConfig(dsn); err != nil {
+			add(key, "not a PostgreSQL connection string (postgres://user:password@host:5432/keybridge): %s", redactErr(err, dsn))
+		}
+	}
+	checkDSN("database.url", "KEYBRIDGE_DATABASE_URL", c.Database.URL, true)
+	checkDSN("database.sync_url", "KEYBRIDGE_DATABASE_SYNC_URL", c.Database.SyncURL, true)
+	checkDSN("database.owner_url", "KEYBRIDGE_DATABASE_OWNER_URL", c.Database.OwnerURL, false)
+	if c.Database.MaxConns < 1 {
+		add("database.max_conns", "must be at least 1")
+	}
+
+	if u, err := url.Parse(c.Keycloak.URL); c.Keycloak.URL == "" {
+		add("keycloak.url", "missing: set KEYBRIDGE_KEYCLOAK_URL or keycloak.url to Keycloak's base URL, e.g. https://sso.example.com")
+	} else if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		add("keycloak.url", "%q is not an absolute http(s) URL such as https://sso.example.com", c.Keycloak.URL)
+	}
+	if c.Keycloak.Realm == "" {
+		add("keycloak.realm", "missing: set KEYBRIDGE_KEYCLOAK_REALM or keycloak.realm")
+	}
+	if c.Keycloak.ClientID == "" {
+		add("keycloak.client_id", "missing: the confidential client keybridge reads the realm with")
+	}
+	if c.Keycloak.ClientSecret == "" {
+		add("keycloak.client_secret", "missing secret: set KEYBRIDGE_KEYCLOAK_CLIENT_SECRET or keycloak.client_secret_file")
+	}
+	if c.Keycloak.Timeout <= 0 {
+		add("keycloak.timeout", "must be positive, for example 10s")
+	}
+	if c.Keycloak.PageSize < 1 || c.Keycloak.PageSize > 5000 {
+		add("keycloak.page_size", "%d is out of range: use 1 to 5000", c.Keycloak.PageSize)
+	}
+	if c.Keycloak.Retries < 0 {
+		add("keycloak.retries", "must not be negative")
+	}
+
+	if c.Auth.Issuer != "" {
+		if u, err := url.Parse(c.Auth.Issuer); err != nil || u.Scheme == "" || u.Host == "" {
+			add("auth.issuer", "%q is not an absolute URL", c.Auth.Issuer)
+		}
+	}
+	if len(c.Auth.Audiences) == 0 {
+		add("auth.audiences", "at least one audience is required, for example keybridge (add an audience mapper in Keycloak)")
+	}
+	if len(c.Auth.Algorithms) == 0 {
+		add("auth.algorithms", "at least one algorithm is required, for example RS256")
+	}
+	for i, a := range c.Auth.Algorithms {
+		if !slices.Contains(allowedAlgorithms, a) {
+			add(fmt.Sprintf("auth.algorithms[%d]", i), "%q is not allowed: use one of %s", a, strings.Join(allowedAlgorithms, ", "))
+		}
+	}
+	if c.Auth.Leeway < 0 || c.Auth.Leeway.Minutes() > 5 {
+		add("auth.leeway", "must be between 0 and 5m")
+	}
+	if c.Auth.MaxTokenBytes < 512 {
+		add("auth.max_token_bytes", "must be at least 512")
+	}
+	if c.Auth.CacheSize < 0 {
+		add("auth.cache_size", "must not be negative (0 disables the cache)")
+	}
+	for i, cl := range c.Auth.IntrospectionClients {
+		if cl.ID == "" || cl.Secret == "" {
+			add(fmt.Sprintf("auth.introspection_clients[%d]", i), "needs both id and secret")
+		}
+	}
+
+	if c.Sync.Enabled {
+		if _, err := CronParser.Parse(c.Sync.Schedule); err != nil {
+			add("sync.schedule", "%q is not a cron spec (for example \"@every 5m\" or \"*/10 * * * *\"): %v", c.Sync.Schedule, err)
+		}
+	}
+	if c.Sync.Mode != "full" && c.Sync.Mode != "additive" {
+		add("sync.mode", "%q is not full or additive", c.Sync.Mode)
+	}
+	if c.Sync.MaxRemovalShare <= 0 || c.Sync.MaxRemovalShare > 1 {
+		add("sync.max_removal_share", "%v is out of range: use a share in (0, 1], for example 0.2", c.Sync.MaxRemovalShare)
+	}
+	if c.Sync.Jitter < 0 {
+		add("sync.jitter", "must not be negative")
+	}
+	if c.Sync.Events.Enabled && c.Sync.Events.Interval <= 0 {
+		add("sync.events.interval", "must be positive, for example 2s")
+	}
+	if c.Webhook.MaxBodyBytes < 1024 {
+		add("webhook.max_body_bytes", "must be at least 1024")
+	}
+	for _, e := range c.Mapping.Validate() {
+		errs = append(errs, e)
+	}
+	if c.Check.MaxBatch < 1 || c.Check.MaxBatch > 10000 {
+		add("check.max_batch", "%d is out of range: use 1 to 10000", c.Check.MaxBatch)
+	}
+	if c.ForwardAuth.Default != "deny" && c.ForwardAuth.Default != "authenticated" {
+		add("forward_auth.default", "%q is not deny or authenticated", c.ForwardAuth.Default)
+	}
+	for i, r := range c.ForwardAuth.Routes {
+		if !strings.HasPrefix(r.Path, "/") {
+			add(fmt.Sprintf("forward_auth.routes[%d].path", i), "%q must start with /", r.Path)
+		}
+	}
+	if c.Audit.QueueSize < 1 || c.Audit.BatchSize < 1 || c.Audit.FlushInterval <= 0 {
+		add("audit", "queue_size, batch_size and flush_interval must be positive")
+	}
+	return errs
+}
+
+// redactErr keeps a password in a DSN out of an error message.
+func redactErr(err error, dsn string) string {
+	msg := err.Error()
+	if u, perr := url.Parse(dsn); perr == nil && u.User != nil {
+		if pw, ok := u.User.Password(); ok && pw != "" {
+			msg = strings.ReplaceAll(msg, pw, "xxxxx")
+		}
+	}
+	return msg
+}

@@ -1,0 +1,730 @@
+package api
+
+import (
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/mail"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/keybridge/keybridge/internal/audit"
+	"github.com/keybridge/keybridge/internal/kcadmin"
+	"github.com/keybridge/keybridge/internal/store"
+	"github.com/keybridge/keybridge/mapping"
+)
+
+// Gatekeeper is the five-step middleware as keybridge's own routes use it:
+// verify the token, resolve the caller, open an RLS-scoped transaction,
+// check the permission (any of), rate limit; denials are audited there.
+type Gatekeeper interface {
+	Require(action string, anyOf ...string) gin.HandlerFunc
+	Tx(c *gin.Context) pgx.Tx
+	Grant(c *gin.Context) *mapping.Grant
+	// Platform reports whether the caller acts across tenants.
+	Platform(c *gin.Context) bool
+}
+
+// KeycloakAdmin is what management writes back to Keycloak.
+type KeycloakAdmin interface {
+	CreateUser(ctx context.Context, in kcadmin.Invitee) (string, error)
+	SendInvitation(ctx context.Context, userID string) error
+	SetEnabled(ctx context.Context, userID string, enabled bool) error
+	DeleteUser(ctx context.Context, userID string) error
+}
+
+// Permissions each management action needs (any of). Both presets are
+// covered: fastn's people.* and settings.*, Endatix's tenant.*; bypass roles
+// pass everything within their reach.
+var (
+	permPeopleView   = []string{"people.view", "tenant.users.view"}
+	permPeopleInvite = []string{"people.invite", "tenant.users.invite"}
+	permPeopleManage = []string{"people.manage", "tenant.users.manage"}
+	permRolesView    = []string{"settings.view", "people.view", "tenant.roles.view"}
+	permRolesManage  = []string{"settings.manage", "tenant.roles.manage"}
+	permAuditView    = []string{"audit.view", "tenant.settings.view", "platform.logs.view"}
+)
+
+// Management serves the Settings screens: people, invitations, role
+// assignment, roles and custom roles, teams and the audit log.
+type Management struct {
+	Log      *slog.Logger
+	Gate     Gatekeeper
+	Engine   func() *mapping.Engine
+	Mapping  mapping.Config
+	Keycloak KeycloakAdmin
+	// System writes what the runtime role may not: the row of a person who
+	// does not exist yet (an invitation). Nothing else uses it here.
+	System *store.Store
+	Audit  audit.Recorder
+	Now    func() time.Time
+}
+
+// Register adds the management routes.
+func (m *Management) Register(r gin.IRouter) {
+	g := m.Gate
+	r.GET("/v1/people", g.Require("people.list", permPeopleView...), m.listPeople)
+	r.GET("/v1/people/:id", g.Require("people.get", permPeopleView...), m.getPerson)
+	r.POST("/v1/people/invite", g.Require("people.invite", permPeopleInvite...), m.invite)
+	r.PUT("/v1/people/:id/roles", g.Require("people.assign", permPeopleManage...), m.assignRoles)
+	r.PUT("/v1/people/:id/status", g.Require("people.status", permPeopleManage...), m.setStatus)
+	r.GET("/v1/roles", g.Require("roles.list", permRolesView...), m.listRoles)
+	r.GET("/v1/roles/matrix", g.Require("roles.matrix", permRolesView...), m.matrix)
+	r.POST("/v1/roles", g.Require("roles.create", permRolesManage...), m.createRole)
+	r.POST("/v1/roles/:id/duplicate", g.Require("roles.duplicate", permRolesManage...), m.duplicateRole)
+	r.PATCH("/v1/roles/:id", g.Require("roles.update", permRolesManage...), m.updateRole)
+	r.DELETE("/v1/roles/:id", g.Require("roles.delete", permRolesManage...), m.deleteRole)
+	r.GET("/v1/permissions", g.Require("permissions.list", permRolesView...), m.permissions)
+	r.GET("/v1/teams", g.Require("teams.list", permPeopleView...), m.listTeams)
+	r.GET("/v1/teams/:id/members", g.Require("teams.members", permPeopleView...), m.teamMembers)
+	r.GET("/v1/audit", g.Require("audit.list", permAuditView...), m.listAudit)
+}
+
+func (m *Management) now() time.Time {
+	if m.Now != nil {
+		return m.Now()
+	}
+	return time.Now()
+}
+
+// record audits a management action's outcome.
+func (m *Management) record(c *gin.Context, action, resType, resID, outcome, reason string) {
+	if m.Audit == nil {
+		return
+	}
+	g := m.Gate.Grant(c)
+	e := audit.Entry{OccurredAt: m.now(), Action: action, ResourceType: resType, ResourceID: resID,
+		Outcome: outcome, Reason: reason, RequestID: RequestID(c), ActorName: "system"}
+	if g != nil {
+		e.TenantID, e.ActorID, e.ActorName = g.Tenant, g.Subject, g.Username
+	}
+	m.Audit.Record(c.Request.Context(), e)
+}
+
+// storeError answers a store error. A row hidden by RLS is a 404, and the
+// attempt is audited as denied: from inside a tenant, another tenant's
+// objects do not exist.
+func (m *Management) storeError(c *gin.Context, action, resType, resID string, err error) {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		m.record(c, action, resType, resID, audit.Denied, "not found in the caller's tenant")
+		Error(c, http.StatusNotFound, "not_found", resType+" not found")
+	case errors.Is(err, store.ErrConflict):
+		m.record(c, action, resType, resID, audit.Failure, err.Error())
+		Error(c, http.StatusConflict, "conflict", err.Error())
+	case errors.Is(err, store.ErrInvalid):
+		m.record(c, action, resType, resID, audit.Failure, err.Error())
+		Error(c, http.StatusBadRequest, "invalid", err.Error())
+	default:
+		m.Log.ErrorContext(c.Request.Context(), "management query failed", "action", action, "error", err, "request_id", RequestID(c))
+		m.record(c, action, resType, resID, audit.Failure, "internal error")
+		Error(c, http.StatusInternalServerError, "internal", "internal error")
+	}
+}
+
+func (m *Management) badRequest(c *gin.Context, action, msg string) {
+	m.record(c, action, "", "", audit.Failure, msg)
+	Error(c, http.StatusBadRequest, "invalid_request", msg)
+}
+
+func (m *Management) listPeople(c *gin.Context) {
+	f, err := parsePeopleQuery(c.Request.URL.Query())
+	if err != nil {
+		m.badRequest(c, "people.list", err.Error())
+		return
+	}
+	people, next, err := store.ListPeople(c.Request.Context(), m.Gate.Tx(c), f)
+	if err != nil {
+		m.storeError(c, "people.list", "person", "", err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"items": people, "next_cursor": next})
+}
+
+func (m *Management) getPerson(c *gin.Context) {
+	p, err := store.GetPerson(c.Request.Context(), m.Gate.Tx(c), c.Param("id"))
+	if err != nil {
+		m.storeError(c, "people.get", "person", c.Param("id"), err)
+		return
+	}
+	c.JSON(http.StatusOK, p)
+}
+
+// tenantFor is the tenant an action writes into: the caller's own, or for a
+// platform caller the one named in the request.
+func (m *Management) tenantFor(c *gin.Context, requested string) (string, bool) {
+	g := m.Gate.Grant(c)
+	if m.Gate.Platform(c) && requested != "" {
+		return requested, true
+	}
+	if requested != "" && requested != g.Tenant {
+		return "", false
+	}
+	return g.Tenant, g.Tenant != ""
+}
+
+type inviteRequest struct {
+	Email  string   `json:"email"`
+	Name   string   `json:"name"`
+	Role   string   `json:"role"`
+	Teams  []string `json:"teams"`
+	Tenant string   `json:"tenant"`
+}
+
+func (m *Management) invite(c *gin.Context) {
+	const action = "people.invite"
+	ctx := c.Request.Context()
+	var req inviteRequest
+	if err := decodeJSON(c, &req); err != nil {
+		m.badRequest(c, action, err.Error())
+		return
+	}
+	addr, err := mail.ParseAddress(req.Email)
+	if err != nil || addr.Address != strings.TrimSpace(req.Email) {
+		m.badRequest(c, action, "email: not a valid address")
+		return
+	}
+	email := strings.ToLower(addr.Address)
+	if req.Role == "" {
+		m.badRequest(c, action, "role: required")
+		return
+	}
+	tenant, ok := m.tenantFor(c, req.Tenant)
+	if !ok {
+		m.record(c, action, "person", email, audit.Denied, "tenant outside the caller's reach")
+		Error(c, http.StatusForbidden, "forbidden", "you can invite only into your own tenant")
+		return
+	}
+	tx := m.Gate.Tx(c)
+	role, err := store.FindRole(ctx, tx, req.Role, tenant)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			m.badRequest(c, action, "role: no role "+strconv.Quote(req.Role)+" in this tenant")
+			return
+		}
+		m.storeError(c, action, "role", req.Role, err)
+		return
+	}
+	// Teams must be visible to the caller, i.e. inside the tenant.
+	groups := make([]string, 0, len(req.Teams)+1)
+	for _, t := range req.Teams {
+		var id string
+		if err := tx.QueryRow(ctx, `SELECT id FROM teams WHERE (id = $1 OR path = $1) AND status = 'active'`, t).Scan(&id); err != nil {
+			m.badRequest(c, action, "teams: no team "+strconv.Quote(t)+" in this tenant")
+			return
+		}
+		groups = append(groups, id)
+	}
+	if m.Mapping.Tenant.GroupPrefix != "" {
+		var id string
+		path := strings.TrimRight(m.Mapping.Tenant.GroupPrefix, "/") + "/" + tenant
+		if err := tx.QueryRow(ctx, `SELECT id FROM teams WHERE path = $1`, path).Scan(&id); err == nil {
+			groups = append(groups, id)
+		}
+	}
+	realmRoles := realmRolesGranting(m.Mapping, role.Name, tenant)
+
+	var exists bool
+	if err := m.System.SysPool().QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM people WHERE lower(email) = $1 OR lower(username) = $1)`, email).Scan(&exists); err != nil {
+		m.storeError(c, action, "person", email, err)
+		return
+	}
+	if exists {
+		m.record(c, action, "person", email, audit.Failure, "already exists")
+		Error(c, http.StatusConflict, "already_exists", "a person with this email already exists")
+		return
+	}
+	first, last, _ := strings.Cut(strings.TrimSpace(req.Name), " ")
+	id, err := m.Keycloak.CreateUser(ctx, kcadmin.Invitee{Email: email, FirstName: first, LastName: last, Groups: groups, Realm: realmRoles})
+	if errors.Is(err, kcadmin.ErrExists) {
+		m.record(c, action, "person", email, audit.Failure, "already exists in Keycloak")
+		Error(c, http.StatusConflict, "already_exists", "a user with this email already exists in Keycloak")
+		return
+	}
+	if err != nil {
+		if id != "" {
+			_ = m.Keycloak.DeleteUser(context.WithoutCancel(ctx), id)
+		}
+		m.Log.ErrorContext(ctx, "invite: keycloak", "error", err, "request_id", RequestID(c))
+		m.record(c, action, "person", email, audit.Failure, "keycloak refused the user")
+		Error(c, http.StatusBadGateway, "keycloak_error", "Keycloak could not create the user")
+		return
+	}
+	display := strings.TrimSpace(req.Name)
+	if display == "" {
+		display = email
+	}
+	err = m.System.InSystemTx(ctx, func(stx pgx.Tx) error {
+		if _, err := stx.Exec(ctx, `INSERT INTO people (id, username, email, first_name, last_name, display_name, status)
+			VALUES ($1, $2, $2, $3, $4, $5, 'invited') ON CONFLICT (id) DO NOTHING`, id, email, first, last, display); err != nil {
+			return err
+		}
+		if _, err := stx.Exec(ctx, `INSERT INTO tenant_members (tenant_id, person_id) VALUES ($1, $2) ON CONFLICT DO NOTHING`, tenant, id); err != nil {
+			return err
+		}
+		if _, err := stx.Exec(ctx, `INSERT INTO team_members (team_id, person_id, tenant_id) SELECT t, $2, $3 FROM unnest($1::text[]) t ON CONFLICT DO NOTHING`, groups, id, tenant); err != nil {
+			return err
+		}
+		if len(realmRoles) == 0 {
+			// A custom role has no Keycloak counterpart: it is held locally.
+			if _, err := stx.Exec(ctx, `INSERT INTO role_assignments (person_id, role_id, tenant_id, source, created_by)
+				VALUES ($1, $2::uuid, $3, 'local', $4)`, id, role.ID, tenant, m.Gate.Grant(c).Subject); err != nil {
+				return err
+			}
+		}
+		_, err := stx.Exec(ctx, `SELECT pg_notify('keybridge_changed', json_build_object('kind', 'person', 'id', $1::text)::text)`, id)
+		return err
+	})
+	if err != nil {
+		m.storeError(c, action, "person", id, err)
+		return
+	}
+	resp := gin.H{"id": id, "email": email, "status": "invited", "role": role.Name, "tenant": tenant, "email_sent": true}
+	if err := m.Keycloak.SendInvitation(ctx, id); err != nil {
+		resp["email_sent"] = false
+		if errors.Is(err, kcadmin.ErrNoMail) {
+			resp["email_error"] = kcadmin.ErrNoMail.Error()
+		} else {
+			m.Log.WarnContext(ctx, "invite: action email", "error", err, "request_id", RequestID(c))
+			resp["email_error"] = "Keycloak could not send the invitation email"
+		}
+	}
+	m.record(c, action, "person", id, audit.Success, "")
+	c.JSON(http.StatusCreated, resp)
+}
+
+// realmRolesGranting finds the Keycloak realm roles whose rules grant role:
+// an invitation assigns them in Keycloak so Keycloak stays the source of truth.
+func realmRolesGranting(cfg mapping.Config, role, tenant string) []string {
+	var out []string
+	for _, r := range cfg.Rules {
+		if r.RealmRole == "" || (r.Tenant != "" && r.Tenant != tenant) {
+			continue
+		}
+		if r.GrantRole == role || contains(r.GrantRoles, role) {
+			out = append(out, r.RealmRole)
+			break
+		}
+	}
+	return out
+}
+
+type assignRequest struct {
+	Roles []struct {
+		Role      string     `json:"role"`
+		ExpiresAt *time.Time `json:"expires_at"`
+	} `json:"roles"`
+	Tenant string `json:"tenant"`
+}
+
+func (m *Management) assignRoles(c *gin.Context) {
+	const action = "people.assign"
+	ctx := c.Request.Context()
+	id := c.Param("id")
+	var req assignRequest
+	if err := decodeJSON(c, &req); err != nil {
+		m.badRequest(c, action, err.Error())
+		return
+	}
+	tenant, ok := m.tenantFor(c, req.Tenant)
+	if !ok {
+		m.record(c, action, "person", id, audit.Denied, "tenant outside the caller's reach")
+		Error(c, http.StatusForbidden, "forbidden", "you can assign roles only in your own tenant")
+		return
+	}
+	tx := m.Gate.Tx(c)
+	person, err := store.GetPerson(ctx, tx, id)
+	if err != nil {
+		m.storeError(c, action, "person", id, err)
+		return
+	}
+	var as []store.LocalAssignment
+	newNames := map[string]bool{}
+	for i, r := range req.Roles {
+		role, err := store.FindRole(ctx, tx, r.Role, tenant)
+		if err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				m.badRequest(c, action, "roles["+strconv.Itoa(i)+"].role: no role "+strconv.Quote(r.Role)+" in this tenant")
+				return
+			}
+			m.storeError(c, action, "role", r.Role, err)
+			return
+		}
+		if r.ExpiresAt != nil && !r.ExpiresAt.After(m.now()) {
+			m.badRequest(c, action, "roles["+strconv.Itoa(i)+"].expires_at: must be in the future")
+			return
+		}
+		newNames[role.Name] = true
+		as = append(as, store.LocalAssignment{RoleID: role.ID, Tenant: tenant, ExpiresAt: r.ExpiresAt, CreatedBy: m.Gate.Grant(c).Subject})
+	}
+	// The last Owner of a tenant can't be demoted: count the owners who
+	// remain once this person's local Owner assignment is gone.
+	if protected := mapping.ProtectedRole(m.Engine()); protected != "" && !newNames[protected] {
+		holdsLocal, holdsOther := false, false
+		for _, b := range person.Roles {
+			if b.Name == protected && b.Tenant == tenant {
+				if b.Source == "local" {
+					holdsLocal = true
+				} else {
+					holdsOther = true
+				}
+			}
+		}
+		if holdsLocal && !holdsOther {
+			owners, err := store.CountHolders(ctx, tx, protected, tenant)
+			if err != nil {
+				m.storeError(c, action, "person", id, err)
+				return
+			}
+			if err := mapping.CheckLastOwner(m.Engine(), owners, true); err != nil {
+				m.record(c, action, "person", id, audit.Failure, err.Error())
+				Error(c, http.StatusConflict, "last_owner", err.Error())
+				return
+			}
+		}
+	}
+	if err := store.ReplaceLocalAssignments(ctx, tx, id, tenant, as); err != nil {
+		m.storeError(c, action, "person", id, err)
+		return
+	}
+	if _, err := tx.Exec(ctx, `SELECT pg_notify('keybridge_changed', json_build_object('kind', 'person', 'id', $1::text)::text)`, id); err != nil {
+		m.storeError(c, action, "person", id, err)
+		return
+	}
+	updated, err := store.GetPerson(ctx, tx, id)
+	if err != nil {
+		m.storeError(c, action, "person", id, err)
+		return
+	}
+	m.record(c, action, "person", id, audit.Success, "")
+	c.JSON(http.StatusOK, updated)
+}
+
+func (m *Management) setStatus(c *gin.Context) {
+	const action = "people.status"
+	ctx := c.Request.Context()
+	id := c.Param("id")
+	var req struct {
+		Status string `json:"status"`
+	}
+	if err := decodeJSON(c, &req); err != nil {
+		m.badRequest(c, action, err.Error())
+		return
+	}
+	if req.Status != "active" && req.Status != "inactive" {
+		m.badRequest(c, action, "status: use active or inactive")
+		return
+	}
+	tx := m.Gate.Tx(c)
+	if _, err := store.GetPerson(ctx, tx, id); err != nil {
+		m.storeError(c, action, "person", id, err)
+		return
+	}
+	// Keycloak first: it is the source of truth; the local row follows.
+	if err := m.Keycloak.SetEnabled(ctx, id, req.Status == "active"); err != nil {
+		m.Log.ErrorContext(ctx, "status: keycloak", "error", err, "request_id", RequestID(c))
+		m.record(c, action, "person", id, audit.Failure, "keycloak refused the change")
+		Error(c, http.StatusBadGateway, "keycloak_error", "Keycloak could not change the user")
+		return
+	}
+	if err := store.SetPersonStatus(ctx, tx, id, req.Status); err != nil {
+		m.storeError(c, action, "person", id, err)
+		return
+	}
+	if _, err := tx.Exec(ctx, `SELECT pg_notify('keybridge_changed', json_build_object('kind', 'person', 'id', $1::text)::text)`, id); err != nil {
+		m.storeError(c, action, "person", id, err)
+		return
+	}
+	m.record(c, action, "person", id, audit.Success, "status "+req.Status)
+	c.JSON(http.StatusOK, gin.H{"id": id, "status": req.Status})
+}
+
+type roleView struct {
+	store.RoleRow
+	PermissionCount int `json:"permission_count"`
+}
+
+func (m *Management) listRoles(c *gin.Context) {
+	roles, err := store.ListRoles(c.Request.Context(), m.Gate.Tx(c), c.Query("kind"))
+	if err != nil {
+		m.storeError(c, "roles.list", "role", "", err)
+		return
+	}
+	out := make([]roleView, len(roles))
+	for i, r := range roles {
+		out[i] = roleView{RoleRow: r, PermissionCount: len(r.Permissions)}
+	}
+	c.JSON(http.StatusOK, gin.H{"items": out})
+}
+
+type roleRequest struct {
+	Name        string   `json:"name"`
+	Description string   `json:"description"`
+	Permissions []string `json:"permissions"`
+	Tenant      string   `json:"tenant"`
+}
+
+func (m *Management) createRole(c *gin.Context) {
+	const action = "roles.create"
+	var req roleRequest
+	if err := decodeJSON(c, &req); err != nil {
+		m.badRequest(c, action, err.Error())
+		return
+	}
+	tenant, ok := m.tenantFor(c, req.Tenant)
+	if !ok {
+		m.record(c, action, "role", req.Name, audit.Denied, "tenant outside the caller's reach")
+		Error(c, http.StatusForbidden, "forbidden", "custom roles belong to your own tenant")
+		return
+	}
+	r, err := mapping.NewCustomRole(m.Engine(), req.Name, tenant, req.Permissions)
+	if err != nil {
+		m.badRequest(c, action, err.Error())
+		return
+	}
+	m.saveNewRole(c, action, r, req.Description)
+}
+
+func (m *Management) saveNewRole(c *gin.Context, action string, r mapping.Role, description string) {
+	row, err := store.CreateCustomRole(c.Request.Context(), m.Gate.Tx(c), store.RoleRow{
+		Name: r.Name, Tenant: r.Tenant, BasedOn: r.BasedOn, Description: description, Permissions: r.Permissions})
+	if err != nil {
+		m.storeError(c, action, "role", r.Name, err)
+		return
+	}
+	if err := notifyRoles(c.Request.Context(), m.Gate.Tx(c)); err != nil {
+		m.storeError(c, action, "role", row.ID, err)
+		return
+	}
+	m.record(c, action, "role", row.ID, audit.Success, "")
+	c.JSON(http.StatusCreated, roleView{RoleRow: row, PermissionCount: len(row.Permissions)})
+}
+
+func notifyRoles(ctx context.Context, tx pgx.Tx) error {
+	_, err := tx.Exec(ctx, `SELECT pg_notify('keybridge_changed', '{"kind":"roles"}')`)
+	return err
+}
+
+func (m *Management) duplicateRole(c *gin.Context) {
+	const action = "roles.duplicate"
+	ctx := c.Request.Context()
+	var req roleRequest
+	if err := decodeJSON(c, &req); err != nil {
+		m.badRequest(c, action, err.Error())
+		return
+	}
+	src, err := store.GetRole(ctx, m.Gate.Tx(c), c.Param("id"))
+	if err != nil {
+		m.storeError(c, action, "role", c.Param("id"), err)
+		return
+	}
+	tenant, ok := m.tenantFor(c, req.Tenant)
+	if !ok {
+		m.record(c, action, "role", src.ID, audit.Denied, "tenant outside the caller's reach")
+		Error(c, http.StatusForbidden, "forbidden", "custom roles belong to your own tenant")
+		return
+	}
+	name := req.Name
+	if name == "" {
+		name = src.Name + " (custom)"
+	}
+	var r mapping.Role
+	if src.Kind == "system" {
+		r, err = mapping.DuplicateRole(m.Engine(), src.Name, name, tenant)
+	} else {
+		r, err = mapping.NewCustomRole(m.Engine(), name, tenant, src.Permissions)
+		r.BasedOn = src.BasedOn
+	}
+	if err != nil {
+		m.badRequest(c, action, err.Error())
+		return
+	}
+	description := req.Description
+	if description == "" {
+		description = "Duplicated from " + src.Name
+	}
+	m.saveNewRole(c, action, r, description)
+}
+
+func (m *Management) updateRole(c *gin.Context) {
+	const action = "roles.update"
+	ctx := c.Request.Context()
+	tx := m.Gate.Tx(c)
+	cur, err := store.GetRole(ctx, tx, c.Param("id"))
+	if err != nil {
+		m.storeError(c, action, "role", c.Param("id"), err)
+		return
+	}
+	if cur.Kind != "custom" {
+		m.record(c, action, "role", cur.ID, audit.Denied, "system roles are immutable")
+		Error(c, http.StatusForbidden, "immutable", cur.Kind+" roles cannot be edited: duplicate it as a custom role")
+		return
+	}
+	var req struct {
+		Name        *string   `json:"name"`
+		Description *string   `json:"description"`
+		Permissions *[]string `json:"permissions"`
+	}
+	if err := decodeJSON(c, &req); err != nil {
+		m.badRequest(c, action, err.Error())
+		return
+	}
+	if req.Name != nil {
+		cur.Name = *req.Name
+	}
+	if req.Description != nil {
+		cur.Description = *req.Description
+	}
+	if req.Permissions != nil {
+		cur.Permissions = *req.Permissions
+	}
+	r, err := mapping.NewCustomRole(m.Engine(), cur.Name, cur.Tenant, cur.Permissions)
+	if err != nil {
+		m.badRequest(c, action, err.Error())
+		return
+	}
+	cur.Permissions = r.Permissions
+	if err := store.UpdateCustomRole(ctx, tx, cur); err != nil {
+		m.storeError(c, action, "role", cur.ID, err)
+		return
+	}
+	if err := notifyRoles(ctx, tx); err != nil {
+		m.storeError(c, action, "role", cur.ID, err)
+		return
+	}
+	m.record(c, action, "role", cur.ID, audit.Success, "")
+	c.JSON(http.StatusOK, roleView{RoleRow: cur, PermissionCount: len(cur.Permissions)})
+}
+
+func (m *Management) deleteRole(c *gin.Context) {
+	const action = "roles.delete"
+	ctx := c.Request.Context()
+	tx := m.Gate.Tx(c)
+	cur, err := store.GetRole(ctx, tx, c.Param("id"))
+	if err != nil {
+		m.storeError(c, action, "role", c.Param("id"), err)
+		return
+	}
+	if cur.Kind != "custom" {
+		m.record(c, action, "role", cur.ID, audit.Denied, "system roles are immutable")
+		Error(c, http.StatusForbidden, "immutable", cur.Kind+" roles cannot be deleted")
+		return
+	}
+	force := c.Query("force") == "true"
+	if err := store.DeleteCustomRole(ctx, tx, cur.ID, force); err != nil {
+		m.storeError(c, action, "role", cur.ID, err)
+		return
+	}
+	if err := notifyRoles(ctx, tx); err != nil {
+		m.storeError(c, action, "role", cur.ID, err)
+		return
+	}
+	m.record(c, action, "role", cur.ID, audit.Success, "")
+	c.Status(http.StatusNoContent)
+}
+
+func (m *Management) permissions(c *gin.Context) {
+	c.JSON(http.StatusOK, m.Engine().Catalog())
+}
+
+func (m *Management) matrix(c *gin.Context) {
+	c.JSON(http.StatusOK, mapping.Matrix(m.Engine()))
+}
+
+func (m *Management) listTeams(c *gin.Context) {
+	teams, err := store.ListTeams(c.Request.Context(), m.Gate.Tx(c))
+	if err != nil {
+		m.storeError(c, "teams.list", "team", "", err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"items": teams})
+}
+
+func (m *Management) teamMembers(c *gin.Context) {
+	page, err := parsePage(c.Request.URL.Query())
+	if err != nil {
+		m.badRequest(c, "teams.members", err.Error())
+		return
+	}
+	people, next, err := store.TeamMembers(c.Request.Context(), m.Gate.Tx(c), c.Param("id"), page)
+	if err != nil {
+		m.storeError(c, "teams.members", "team", c.Param("id"), err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"items": people, "next_cursor": next})
+}
+
+func (m *Management) listAudit(c *gin.Context) {
+	f, err := parseAuditQuery(c.Request.URL.Query())
+	if err != nil {
+		m.badRequest(c, "audit.list", err.Error())
+		return
+	}
+	ctx := c.Request.Context()
+	tx := m.Gate.Tx(c)
+	format := c.Query("format")
+	if format == "" {
+		switch accept := c.GetHeader("Accept"); {
+		case strings.Contains(accept, "text/csv"):
+			format = "csv"
+		case strings.Contains(accept, "application/x-ndjson"):
+			format = "ndjson"
+		}
+	}
+	switch format {
+	case "", "page":
+		rows, next, err := store.ListAudit(ctx, tx, f)
+		if err != nil {
+			m.storeError(c, "audit.list", "audit", "", err)
+			return
+		}
+		c.JSON(http.StatusOK, gin.H{"items": rows, "next_cursor": next})
+	case "csv":
+		c.Header("Content-Type", "text/csv; charset=utf-8")
+		c.Header("Content-Disposition", `attachment; filename="audit.csv"`)
+		w := csv.NewWriter(c.Writer)
+		_ = w.Write([]string{"timestamp", "user", "user_id", "action", "resource_type", "resource_id", "outcome", "tenant", "request_id", "reason"})
+		err := store.StreamAudit(ctx, tx, f, func(a store.AuditRow) error {
+			return w.Write([]string{a.Timestamp.UTC().Format(time.RFC3339Nano), a.User, a.UserID, a.Action, a.ResourceType, a.ResourceID, a.Outcome, a.Tenant, a.RequestID, a.Reason})
+		})
+		w.Flush()
+		if err != nil {
+			m.Log.ErrorContext(ctx, "audit export", "error", err, "request_id", RequestID(c))
+		}
+	case "json", "ndjson":
+		// One JSON object per line: an export of any size streams.
+		c.Header("Content-Type", "application/x-ndjson")
+		enc := json.NewEncoder(c.Writer)
+		if err := store.StreamAudit(ctx, tx, f, func(a store.AuditRow) error { return enc.Encode(a) }); err != nil {
+			m.Log.ErrorContext(ctx, "audit export", "error", err, "request_id", RequestID(c))
+		}
+	default:
+		m.badRequest(c, "audit.list", "format: use csv, json or page")
+	}
+}
+
+// decodeJSON decodes a bounded JSON body strictly.
+func decodeJSON(c *gin.Context, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(c.Writer, c.Request.Body, 64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return errors.New("body: " + strings.TrimPrefix(err.Error(), "json: "))
+	}
+	return nil
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,171 @@
+// Package api is keybridge's HTTP surface on Gin: the only package that knows
+// Gin. Each feature is a Module that registers its routes; the Server adds
+// request ids, structured request logs, metrics, JSON errors and the health
+// endpoints every deployment probes.
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/keybridge/keybridge/internal/metrics"
+)
+
+// Module registers a feature's routes.
+type Module interface {
+	Register(r gin.IRouter)
+}
+
+// Documented is implemented by every Module: the OpenAPI 3.1 "paths" entries
+// of its routes, keyed by path then lowercase method, so /openapi.json can
+// be assembled from the modules and a test can prove no route is missing.
+type Documented interface {
+	OpenAPIPaths() map[string]map[string]any
+}
+
+// ReadyCheck is one readiness condition; a non-nil error makes /readyz 503.
+type ReadyCheck struct {
+	Name  string
+	Check func(ctx context.Context) error
+}
+
+// Server is the HTTP server.
+type Server struct {
+	Log     *slog.Logger
+	Metrics *metrics.Metrics
+	// Ready lists what /readyz verifies (database reachable, first sync done).
+	Ready []ReadyCheck
+	// Modules are the features whose routes the router carries.
+	Modules []Module
+
+	shuttingDown atomic.Bool
+}
+
+// Handler builds the Gin engine.
+func (s *Server) Handler() http.Handler {
+	gin.SetMode(gin.ReleaseMode)
+	r := gin.New()
+	r.HandleMethodNotAllowed = true
+	// Client addresses come from the socket unless trusted proxies are set
+	// by the caller through the engine; never from spoofable headers.
+	_ = r.SetTrustedProxies(nil)
+	r.Use(s.requestID, s.observe, s.recover)
+	r.NoRoute(func(c *gin.Context) { Error(c, http.StatusNotFound, "not_found", "no such route") })
+	r.NoMethod(func(c *gin.Context) {
+		Error(c, http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed on this route")
+	})
+	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
+	r.GET("/readyz", s.readyz)
+	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(s.Metrics.Registry, promhttp.HandlerOpts{})))
+	for _, m := range s.Modules {
+		m.Register(r)
+	}
+	return r
+}
+
+// ShutDown makes /readyz fail so load balancers stop sending traffic first.
+func (s *Server) ShutDown() { s.shuttingDown.Store(true) }
+
+func (s *Server) readyz(c *gin.Context) {
+	if s.shuttingDown.Load() {
+		c.JSON(http.StatusServiceUnavailable, gin.H{"status": "shutting_down"})
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
+	defer cancel()
+	checks := gin.H{}
+	ok := true
+	for _, rc := range s.Ready {
+		if err := rc.Check(ctx); err != nil {
+			ok = false
+			checks[rc.Name] = err.Error()
+			s.Log.WarnContext(ctx, "readiness check failed", "check", rc.Name, "error", err, "request_id", RequestID(c))
+		} else {
+			checks[rc.Name] = "ok"
+		}
+	}
+	if !ok {
+		c.JSON(http.StatusServiceUnavailable, gin.H{"status": "not_ready", "checks": checks})
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"status": "ready", "checks": checks})
+}
+
+const requestIDKey = "request_id"
+
+func (s *Server) requestID(c *gin.Context) {
+	id := c.GetHeader("X-Request-Id")
+	if id == "" || len(id) > 128 {
+		b := make([]byte, 8)
+		_, _ = rand.Read(b)
+		id = hex.EncodeToString(b)
+	}
+	c.Set(requestIDKey, id)
+	c.Header("X-Request-Id", id)
+	c.Next()
+}
+
+// RequestID returns the request's id.
+func RequestID(c *gin.Context) string { return c.GetString(requestIDKey) }
+
+func (s *Server) observe(c *gin.Context) {
+	start := time.Now()
+	c.Next()
+	route := c.FullPath() // the template, never the raw path: bounded labels
+	if route == "" {
+		route = "unmatched"
+	}
+	status := c.Writer.Status()
+	d := time.Since(start)
+	s.Metrics.HTTPRequests.WithLabelValues(route, c.Request.Method, strconv.Itoa(status)).Inc()
+	s.Metrics.HTTPDuration.WithLabelValues(route, c.Request.Method).Observe(d.Seconds())
+	if route == "/metrics" || route == "/healthz" || route == "/readyz" {
+		return
+	}
+	level := slog.LevelInfo
+	if status >= 500 {
+		level = slog.LevelError
+	}
+	s.Log.Log(c.Request.Context(), level, "http request", "request_id", RequestID(c), "method", c.Request.Method,
+		"route", route, "status", status, "duration_ms", float64(d.Microseconds())/1000, "client_ip", c.ClientIP())
+}
+
+func (s *Server) recover(c *gin.Context) {
+	defer func() {
+		if v := recover(); v != nil {
+			if err, ok := v.(error); ok && errors.Is(err, http.ErrAbortHandler) {
+				panic(v)
+			}
+			s.Log.ErrorContext(c.Request.Context(), "handler panic", "request_id", RequestID(c), "panic", v)
+			Error(c, http.StatusInternalServerError, "internal", "internal error")
+		}
+	}()
+	c.Next()
+}
+
+// ErrorBody is every error answer: {"error":{"code","message"}}.
+type ErrorBody struct {
+	Error ErrorDetail `json:"error"`
+}
+
+// ErrorDetail carries a stable code and a human message; never a stack
+// trace, never a token.
+type ErrorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// Error aborts the request with a JSON error.
+func Error(c *gin.Context, status int, code, message string) {
+	c.AbortWithStatusJSON(status, ErrorBody{Error: ErrorDetail{Code: code, Message: message}})
+}

@@ -1,0 +1,192 @@
+// Package kcadmin writes to Keycloak on behalf of the management API:
+// inviting people and writing their enabled flag back. Reading the realm is
+// sync's job; this package only changes what an admin asked to change.
+package kcadmin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/Nerzal/gocloak/v13"
+)
+
+// ErrExists is returned when a user with the email or username exists.
+var ErrExists = errors.New("keycloak: user already exists")
+
+// ErrNoMail is returned when the realm has no SMTP server, so Keycloak can't
+// send its action email.
+var ErrNoMail = errors.New("keycloak: the realm has no SMTP server configured, so no invitation email can be sent; the user can be sent a link by an admin or the realm's mail settings completed")
+
+// Admin is a Keycloak admin client acting as keybridge's service account.
+type Admin struct {
+	gc                      *gocloak.GoCloak
+	realm, clientID, secret string
+	mu                      sync.Mutex
+	token                   string
+	expires                 time.Time
+	now                     func() time.Time
+}
+
+// New returns an Admin for the realm at baseURL.
+func New(baseURL, realm, clientID, secret string, timeout time.Duration) *Admin {
+	gc := gocloak.NewClient(strings.TrimRight(baseURL, "/"))
+	gc.RestyClient().SetTimeout(timeout)
+	return &Admin{gc: gc, realm: realm, clientID: clientID, secret: secret, now: time.Now}
+}
+
+func (a *Admin) accessToken(ctx context.Context) (string, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.token != "" && a.now().Before(a.expires) {
+		return a.token, nil
+	}
+	jwt, err := a.gc.LoginClient(ctx, a.clientID, a.secret, a.realm)
+	if err != nil {
+		return "", fmt.Errorf("keycloak client login: %w", scrub(err))
+	}
+	a.token = jwt.AccessToken
+	// Refresh well before expiry so a request never carries a dying token.
+	a.expires = a.now().Add(time.Duration(jwt.ExpiresIn)*time.Second*3/4 - time.Second)
+	return a.token, nil
+}
+
+// Invitee is a person to create.
+type Invitee struct {
+	Email     string
+	FirstName string
+	LastName  string
+	Groups    []string // Keycloak group ids
+	Realm     []string // realm role names
+}
+
+// CreateUser creates a disabled-password user and returns its id.
+func (a *Admin) CreateUser(ctx context.Context, in Invitee) (string, error) {
+	tok, err := a.accessToken(ctx)
+	if err != nil {
+		return "", err
+	}
+	enabled, verified := true, false
+	email := strings.ToLower(in.Email)
+	u := gocloak.User{Username: &email, Email: &email, Enabled: &enabled, EmailVerified: &verified,
+		RequiredActions: &[]string{"VERIFY_EMAIL", "UPDATE_PASSWORD"}}
+	if in.FirstName != "" {
+		u.FirstName = &in.FirstName
+	}
+	if in.LastName != "" {
+		u.LastName = &in.LastName
+	}
+	id, err := a.gc.CreateUser(ctx, tok, a.realm, u)
+	if err != nil {
+		if status(err) == http.StatusConflict {
+			return "", ErrExists
+		}
+		return "", fmt.Errorf("create user: %w", scrub(err))
+	}
+	for _, g := range in.Groups {
+		if err := a.gc.AddUserToGroup(ctx, tok, a.realm, id, g); err != nil {
+			return id, fmt.Errorf("add user to group %s: %w", g, scrub(err))
+		}
+	}
+	if len(in.Realm) > 0 {
+		var roles []gocloak.Role
+		for _, name := range in.Realm {
+			r, err := a.gc.GetRealmRole(ctx, tok, a.realm, name)
+			if err != nil {
+				return id, fmt.Errorf("get realm role %s: %w", name, scrub(err))
+			}
+			roles = append(roles, *r)
+		}
+		if err := a.gc.AddRealmRoleToUser(ctx, tok, a.realm, id, roles); err != nil {
+			return id, fmt.Errorf("assign realm roles: %w", scrub(err))
+		}
+	}
+	return id, nil
+}
+
+// MailConfigured reports whether the realm can send email.
+func (a *Admin) MailConfigured(ctx context.Context) (bool, error) {
+	tok, err := a.accessToken(ctx)
+	if err != nil {
+		return false, err
+	}
+	r, err := a.gc.GetRealm(ctx, tok, a.realm)
+	if err != nil {
+		return false, fmt.Errorf("get realm: %w", scrub(err))
+	}
+	return r.SMTPServer != nil && (*r.SMTPServer)["host"] != "", nil
+}
+
+// SendInvitation asks Keycloak to send its own action email (verify email,
+// set password). ErrNoMail when the realm has no mail server.
+func (a *Admin) SendInvitation(ctx context.Context, userID string) error {
+	ok, err := a.MailConfigured(ctx)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return ErrNoMail
+	}
+	tok, err := a.accessToken(ctx)
+	if err != nil {
+		return err
+	}
+	lifespan := int((72 * time.Hour).Seconds())
+	err = a.gc.ExecuteActionsEmail(ctx, tok, a.realm, gocloak.ExecuteActionsEmail{
+		UserID: &userID, Lifespan: &lifespan, Actions: &[]string{"VERIFY_EMAIL", "UPDATE_PASSWORD"}})
+	if err != nil {
+		return fmt.Errorf("send actions email: %w", scrub(err))
+	}
+	return nil
+}
+
+// SetEnabled writes a person's enabled flag back to Keycloak.
+func (a *Admin) SetEnabled(ctx context.Context, userID string, enabled bool) error {
+	tok, err := a.accessToken(ctx)
+	if err != nil {
+		return err
+	}
+	u, err := a.gc.GetUserByID(ctx, tok, a.realm, userID)
+	if err != nil {
+		return fmt.Errorf("get user: %w", scrub(err))
+	}
+	u.Enabled = &enabled
+	if err := a.gc.UpdateUser(ctx, tok, a.realm, *u); err != nil {
+		return fmt.Errorf("update user: %w", scrub(err))
+	}
+	return nil
+}
+
+// DeleteUser removes a user (used to roll back a half-made invitation).
+func (a *Admin) DeleteUser(ctx context.Context, userID string) error {
+	tok, err := a.accessToken(ctx)
+	if err != nil {
+		return err
+	}
+	return scrub(a.gc.DeleteUser(ctx, tok, a.realm, userID))
+}
+
+func status(err error) int {
+	var ae *gocloak.APIError
+	if errors.As(err, &ae) {
+		return ae.Code
+	}
+	return 0
+}
+
+// scrub keeps the status and message of a Keycloak error but never a token
+// or secret that a library might have put into it.
+func scrub(err error) error {
+	if err == nil {
+		return nil
+	}
+	var ae *gocloak.APIError
+	if errors.As(err, &ae) {
+		return fmt.Errorf("keycloak answered %d: %s", ae.Code, ae.Message)
+	}
+	return err
+}

@@ -1,0 +1,122 @@
+// Package metrics defines every Prometheus series keybridge exports. Label
+// values are bounded sets (routes, reasons, kinds), never user ids or raw paths.
+package metrics
+
+import (
+	"runtime"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics holds the collectors; pass it to the components that update them.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	// Sync.
+	SyncRuns          *prometheus.CounterVec   // trigger, outcome
+	SyncDuration      *prometheus.HistogramVec // trigger
+	SyncLastSuccess   prometheus.Gauge
+	SyncObjects       *prometheus.GaugeVec   // kind
+	SyncChanges       *prometheus.CounterVec // kind, operation
+	SyncGuardAborts   *prometheus.CounterVec // kind
+	KeycloakRequests  *prometheus.CounterVec // operation, status
+	KeycloakLatency   *prometheus.HistogramVec
+	WebhookEvents     *prometheus.CounterVec // type, outcome
+	KeycloakEvents    *prometheus.CounterVec // source, outcome
+	EventApplyLag     *prometheus.HistogramVec
+	Leader            prometheus.Gauge
+	LeaderTransitions prometheus.Counter
+
+	// Serving.
+	HTTPRequests     *prometheus.CounterVec // route, method, status
+	HTTPDuration     *prometheus.HistogramVec
+	Decisions        *prometheus.CounterVec // endpoint, outcome
+	TokenFailures    *prometheus.CounterVec // reason
+	TokensVerified   prometheus.Counter
+	JWKSRefreshes    *prometheus.CounterVec // outcome
+	RateLimited      *prometheus.CounterVec // limiter, route
+	AuditQueueDepth  prometheus.Gauge
+	AuditDropped     prometheus.Counter
+	AuditWritten     prometheus.Counter
+	AuditWriteErrors prometheus.Counter
+	DatabaseUp       prometheus.Gauge
+	BuildInfo        *prometheus.GaugeVec
+}
+
+// Latency buckets for decisions: microseconds to a second.
+var fastBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1}
+
+// New registers every collector on a fresh registry, with the Go and process collectors.
+func New(version, revision string) *Metrics {
+	r := prometheus.NewRegistry()
+	f := func(c prometheus.Collector) { r.MustRegister(c) }
+	m := &Metrics{Registry: r}
+
+	m.SyncRuns = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keybridge_sync_runs_total",
+		Help: "Sync runs by trigger (startup, schedule, api, cli) and outcome (success, failure, guard_abort, skipped)."}, []string{"trigger", "outcome"})
+	m.SyncDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "keybridge_sync_duration_seconds",
+		Help: "Wall time of full sync runs.", Buckets: prometheus.ExponentialBuckets(0.05, 2, 14)}, []string{"trigger"})
+	m.SyncLastSuccess = prometheus.NewGauge(prometheus.GaugeOpts{Name: "keybridge_sync_last_success_timestamp_seconds",
+		Help: "Unix time of the last successful full sync."})
+	m.SyncObjects = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "keybridge_sync_objects",
+		Help: "Objects in the last Keycloak snapshot by kind (people, teams, roles, tenants, assignments)."}, []string{"kind"})
+	m.SyncChanges = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keybridge_sync_changes_total",
+		Help: "Changes applied by sync by kind and operation (create, update, deactivate)."}, []string{"kind", "operation"})
+	m.SyncGuardAborts = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keybridge_sync_guard_aborts_total",
+		Help: "Sync plans refused by the deletion guard, by the kind that tripped it."}, []string{"kind"})
+	m.KeycloakRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keybridge_keycloak_requests_total",
+		Help: "Keycloak admin API requests by operation and status class (2xx, 4xx, 5xx, error)."}, []string{"operation", "status"})
+	m.KeycloakLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "keybridge_keycloak_request_duration_seconds",
+		Help: "Keycloak admin API request latency by operation.", Buckets: prometheus.DefBuckets}, []string{"operation"})
+	m.WebhookEvents = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keybridge_webhook_events_total",
+		Help: "Keycloak webhook deliveries by event type class and outcome (applied, duplicate, ignored, rejected, failed)."}, []string{"type", "outcome"})
+	m.KeycloakEvents = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keybridge_keycloak_events_total",
+		Help: "Events read by the poller by source (admin, user) and outcome (applied, duplicate, ignored, failed)."}, []string{"source", "outcome"})
+	m.EventApplyLag = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "keybridge_event_apply_lag_seconds",
+		Help:    "Time from a Keycloak event to its change applied in PostgreSQL, by source (admin, user, webhook).",
+		Buckets: []float64{.1, .25, .5, 1, 2, 3, 5, 10, 30, 60, 300}}, []string{"source"})
+	m.Leader = prometheus.NewGauge(prometheus.GaugeOpts{Name: "keybridge_sync_leader",
+		Help: "1 while this replica holds the sync leader lock."})
+	m.LeaderTransitions = prometheus.NewCounter(prometheus.CounterOpts{Name: "keybridge_sync_leader_transitions_total",
+		Help: "Times this replica gained or lost sync leadership."})
+
+	m.HTTPRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keybridge_http_requests_total",
+		Help: "HTTP requests by route template, method and status code."}, []string{"route", "method", "status"})
+	m.HTTPDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "keybridge_http_request_duration_seconds",
+		Help: "HTTP request latency by route template and method.", Buckets: fastBuckets}, []string{"route", "method"})
+	m.Decisions = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keybridge_decisions_total",
+		Help: "Authorization decisions by endpoint (check, forward_auth, middleware) and outcome (allowed, denied)."}, []string{"endpoint", "outcome"})
+	m.TokenFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keybridge_token_verification_failures_total",
+		Help: "Tokens refused by reason (malformed, oversize, algorithm, signature, unknown_kid, issuer, audience, expired, not_yet_valid, issued_in_future, revoked)."}, []string{"reason"})
+	m.TokensVerified = prometheus.NewCounter(prometheus.CounterOpts{Name: "keybridge_tokens_verified_total",
+		Help: "Tokens verified successfully (cache hits included)."})
+	m.JWKSRefreshes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keybridge_jwks_refreshes_total",
+		Help: "JWKS fetches by outcome (success, failure, rate_limited)."}, []string{"outcome"})
+	m.RateLimited = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keybridge_ratelimit_rejections_total",
+		Help: "Requests refused with 429 by limiter (subject, client) and route."}, []string{"limiter", "route"})
+	m.AuditQueueDepth = prometheus.NewGauge(prometheus.GaugeOpts{Name: "keybridge_audit_queue_depth",
+		Help: "Audit entries waiting to be written."})
+	m.AuditDropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "keybridge_audit_dropped_total",
+		Help: "Audit entries dropped because the bounded queue was full. Must stay 0."})
+	m.AuditWritten = prometheus.NewCounter(prometheus.CounterOpts{Name: "keybridge_audit_written_total",
+		Help: "Audit entries written to PostgreSQL."})
+	m.AuditWriteErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "keybridge_audit_write_errors_total",
+		Help: "Failed audit batch writes (retried)."})
+	m.DatabaseUp = prometheus.NewGauge(prometheus.GaugeOpts{Name: "keybridge_database_up",
+		Help: "1 when the last readiness probe reached PostgreSQL."})
+	m.BuildInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "keybridge_build_info",
+		Help: "Build information; always 1."}, []string{"version", "revision", "goversion"})
+
+	for _, c := range []prometheus.Collector{
+		m.SyncRuns, m.SyncDuration, m.SyncLastSuccess, m.SyncObjects, m.SyncChanges, m.SyncGuardAborts,
+		m.KeycloakRequests, m.KeycloakLatency, m.WebhookEvents, m.KeycloakEvents, m.EventApplyLag, m.Leader, m.LeaderTransitions,
+		m.HTTPRequests, m.HTTPDuration, m.Decisions, m.TokenFailures, m.TokensVerified, m.JWKSRefreshes, m.RateLimited,
+		m.AuditQueueDepth, m.AuditDropped, m.AuditWritten, m.AuditWriteErrors, m.DatabaseUp, m.BuildInfo,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	} {
+		f(c)
+	}
+	m.BuildInfo.WithLabelValues(version, revision, runtime.Version()).Set(1)
+	return m
+}

@@ -1,0 +1,107 @@
+package mapping
+
+import (
+	"bytes"
+	"fmt"
+	"sort"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/keybridge/keybridge/config/presets"
+)
+
+type presetFile struct {
+	Name             string           `yaml:"name"`
+	Categories       []presetCategory `yaml:"categories"`
+	MatrixCategories []string         `yaml:"matrix_categories"`
+	ProtectedRole    string           `yaml:"protected_role"`
+	Policies         []Policy         `yaml:"policies"`
+	Roles            []presetRole     `yaml:"roles"`
+	Pseudo           []presetRole     `yaml:"pseudo"`
+}
+
+type presetCategory struct {
+	Name    string   `yaml:"name"`
+	Actions []string `yaml:"actions"`
+}
+
+type presetRole struct {
+	Name        string   `yaml:"name"`
+	Kind        string   `yaml:"kind"` // pseudo: authenticated | public
+	Description string   `yaml:"description"`
+	Bypass      string   `yaml:"bypass"`
+	Permissions []string `yaml:"permissions"`
+}
+
+// Policy restricts permissions under a prefix to holders of one role, even
+// against bypass roles: Endatix's platform.* behind PlatformAdmin.
+type Policy struct {
+	Prefix      string `yaml:"prefix" json:"prefix"`
+	RequireRole string `yaml:"require_role" json:"require_role"`
+}
+
+func loadPreset(name string) (*presetFile, error) {
+	raw, err := presets.Get(name)
+	if err != nil {
+		return nil, err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	var p presetFile
+	if err := dec.Decode(&p); err != nil {
+		return nil, fmt.Errorf("preset %s: %w", name, err)
+	}
+	return &p, nil
+}
+
+// Category is a permission category and its actions, for a UI.
+type Category struct {
+	Name        string   `json:"name"`
+	Actions     []string `json:"actions"`
+	Permissions []string `json:"permissions"`
+}
+
+// Catalog is every permission, grouped by category.
+type Catalog struct {
+	Preset      string     `json:"preset"`
+	Categories  []Category `json:"categories"`
+	Permissions []string   `json:"permissions"`
+}
+
+// expand turns role permission patterns ("*", "forms.*", exact names) into
+// catalog permissions.
+func expand(patterns []string, catalog []string, known map[string]bool) ([]string, error) {
+	set := map[string]bool{}
+	for _, p := range patterns {
+		switch {
+		case p == "*":
+			for _, c := range catalog {
+				set[c] = true
+			}
+		case strings.HasSuffix(p, ".*"):
+			prefix := strings.TrimSuffix(p, "*")
+			n := 0
+			for _, c := range catalog {
+				if strings.HasPrefix(c, prefix) {
+					set[c] = true
+					n++
+				}
+			}
+			if n == 0 {
+				return nil, fmt.Errorf("pattern %q matches no permission", p)
+			}
+		default:
+			if !known[p] {
+				return nil, fmt.Errorf("unknown permission %q", p)
+			}
+			set[p] = true
+		}
+	}
+	out := make([]string, 0, len(set))
+	for p := range set {
+		out = append(out, p)
+	}
+	sort.Strings(out)
+	return out, nil
+}

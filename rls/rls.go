@@ -1,0 +1,107 @@
+// Package rls opens PostgreSQL transactions under keybridge's Row-Level
+// Security session variables. It is the one place where those variables are
+// set, for keybridge itself and for Go services that import it: every
+// variable is set with set_config(name, value, true), parameterized and
+// transaction-local, before the first query of the transaction runs.
+package rls
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Session is the caller a transaction runs for.
+type Session struct {
+	// TenantID is app.tenant_id: rows of other tenants are invisible.
+	TenantID string `json:"app.tenant_id"`
+	// UserID is app.user_id, the subject of the token.
+	UserID string `json:"app.user_id"`
+	// Role is app.role, the caller's highest role.
+	Role string `json:"app.role"`
+	// Roles is app.roles, every role, comma-separated.
+	Roles []string `json:"app.roles"`
+	// Platform is app.platform='on': only for a global-bypass role such as
+	// PlatformAdmin; it widens the policies to every tenant.
+	Platform bool `json:"app.platform,omitempty"`
+}
+
+// Vars returns the session as the variables set_config receives.
+func (s Session) Vars() map[string]string {
+	v := map[string]string{
+		"app.tenant_id": s.TenantID,
+		"app.user_id":   s.UserID,
+		"app.role":      s.Role,
+		"app.roles":     strings.Join(s.Roles, ","),
+		"app.platform":  "",
+	}
+	if s.Platform {
+		v["app.platform"] = "on"
+	}
+	return v
+}
+
+type ctxKey struct{}
+
+// WithSession returns ctx carrying s.
+func WithSession(ctx context.Context, s Session) context.Context {
+	return context.WithValue(ctx, ctxKey{}, s)
+}
+
+// FromContext returns the session in ctx, if any.
+func FromContext(ctx context.Context) (Session, bool) {
+	s, ok := ctx.Value(ctxKey{}).(Session)
+	return s, ok
+}
+
+// ErrNoSession is returned by Begin when ctx carries no session: a query
+// without a caller must not run under the runtime role by accident.
+var ErrNoSession = errors.New("rls: no session in context")
+
+// Beginner is what Begin needs from a pool or connection.
+type Beginner interface {
+	BeginTx(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, error)
+}
+
+const setSQL = `SELECT set_config('app.tenant_id', $1, true), set_config('app.user_id', $2, true),
+	set_config('app.role', $3, true), set_config('app.roles', $4, true), set_config('app.platform', $5, true)`
+
+// Begin starts a transaction on db and sets the session variables of the
+// session in ctx. An empty TenantID leaves app.tenant_id empty, under which
+// the policies show no tenant-scoped row.
+func Begin(ctx context.Context, db Beginner, opts pgx.TxOptions) (pgx.Tx, error) {
+	s, ok := FromContext(ctx)
+	if !ok {
+		return nil, ErrNoSession
+	}
+	tx, err := db.BeginTx(ctx, opts)
+	if err != nil {
+		return nil, fmt.Errorf("rls: begin: %w", err)
+	}
+	v := s.Vars()
+	if _, err := tx.Exec(ctx, setSQL, v["app.tenant_id"], v["app.user_id"], v["app.role"], v["app.roles"], v["app.platform"]); err != nil {
+		_ = tx.Rollback(ctx)
+		return nil, fmt.Errorf("rls: set session: %w", err)
+	}
+	return tx, nil
+}
+
+// InTx runs fn in a transaction begun by Begin, committing when fn returns
+// nil and rolling back otherwise.
+func InTx(ctx context.Context, db Beginner, fn func(pgx.Tx) error) error {
+	tx, err := Begin(ctx, db, pgx.TxOptions{})
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback(ctx)
+		return err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("rls: commit: %w", err)
+	}
+	return nil
+}
