@@ -46,7 +46,9 @@ run: up build ## install what is missing, start the services, migrate and serve 
 test: up build tools ## every test: unit, integration against the real services, bounded fuzzing, rule and manifest checks
 	deploy/local/reset-realm
 	$(WITH_ENV) $(BIN) migrate up
-	$(WITH_ENV) CI=$${CI:-true} $(GO) test -count=1 -p 2 -timeout 20m ./... 2>&1 | tee $(LOCAL)/test.log | grep -vE '^(=== RUN|=== PAUSE|=== CONT)' || { echo "go test failed"; exit 1; }
+	$(WITH_ENV) CI=$${CI:-true} $(GO) test -v -count=1 -p 2 -timeout 20m ./... > $(LOCAL)/test.log 2>&1 && rc=0 || rc=$$?; \
+	  grep -E '^(ok|FAIL|panic:|\s*--- (FAIL|SKIP))' $(LOCAL)/test.log || true; \
+	  if [ $$rc -ne 0 ]; then grep -B2 -A30 -E '^\s*--- FAIL|^panic:' $(LOCAL)/test.log | head -n 200; echo "go test failed (full log: $(LOCAL)/test.log)"; exit 1; fi
 	$(MAKE) --no-print-directory fuzz-short
 	@scripts/test-summary $(LOCAL)/test.log
 

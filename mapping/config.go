@@ -55,11 +55,11 @@ type Rule struct {
 
 // ClaimPaths says where a token carries each fact.
 type ClaimPaths struct {
-	RealmRoles   string `yaml:"realm_roles"`   // default realm_access.roles
-	ClientRoles  string `yaml:"client_roles"`  // default resource_access
-	Groups       string `yaml:"groups"`        // default groups
-	Organization string `yaml:"organization"`  // default organization
-	Username     string `yaml:"username"`      // default preferred_username
+	RealmRoles   string `yaml:"realm_roles"`  // default realm_access.roles
+	ClientRoles  string `yaml:"client_roles"` // default resource_access
+	Groups       string `yaml:"groups"`       // default groups
+	Organization string `yaml:"organization"` // default organization
+	Username     string `yaml:"username"`     // default preferred_username
 }
 
 func (p ClaimPaths) withDefaults() ClaimPaths {

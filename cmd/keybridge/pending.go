@@ -16,5 +16,5 @@ func notBuilt(name string) func(context.Context, []string, io.Writer, io.Writer)
 }
 
 var (
-	runSync   = notBuilt("sync")
+	runSync = notBuilt("sync")
 )

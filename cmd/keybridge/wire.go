@@ -5,8 +5,8 @@ import (
 	"log/slog"
 
 	"github.com/keybridge/keybridge/config"
-	"github.com/keybridge/keybridge/internal/audit"
 	"github.com/keybridge/keybridge/internal/api"
+	"github.com/keybridge/keybridge/internal/audit"
 	"github.com/keybridge/keybridge/internal/metrics"
 	"github.com/keybridge/keybridge/internal/store"
 )

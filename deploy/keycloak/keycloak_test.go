@@ -1,0 +1,172 @@
+// Package keycloak_test proves the demo realm and the keybridge service
+// account against the real Keycloak started by deploy/local/up.
+package keycloak_test
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/keybridge/keybridge/internal/testenv"
+)
+
+func token(t *testing.T, kc testenv.Keycloak, realm string, form url.Values) string {
+	t.Helper()
+	res, err := http.PostForm(kc.URL+"/realms/"+realm+"/protocol/openid-connect/token", form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var out struct {
+		AccessToken string `json:"access_token"`
+	}
+	body, _ := io.ReadAll(res.Body)
+	if err := json.Unmarshal(body, &out); err != nil || out.AccessToken == "" {
+		t.Fatalf("token from %s: %d %s", realm, res.StatusCode, body)
+	}
+	return out.AccessToken
+}
+
+func serviceToken(t *testing.T, kc testenv.Keycloak) string {
+	return token(t, kc, kc.Realm, url.Values{"grant_type": {"client_credentials"}, "client_id": {kc.ClientID}, "client_secret": {kc.ClientSecret}})
+}
+
+func call(t *testing.T, kc testenv.Keycloak, tok, method, path, body string) (int, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest(method, kc.URL+path, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+tok)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, b
+}
+
+func TestServiceAccountReadsWhatSyncNeedsAndNothingMore(t *testing.T) {
+	kc := testenv.RequireKeycloak(t)
+	tok := serviceToken(t, kc)
+	base := "/admin/realms/" + kc.Realm
+	_, groups := call(t, kc, tok, "GET", base+"/groups?briefRepresentation=true", "")
+	var top []struct{ ID string }
+	_ = json.Unmarshal(groups, &top)
+	if len(top) == 0 {
+		t.Fatalf("no groups: %s", groups)
+	}
+	reads := []struct{ name, path string }{
+		{"users", base + "/users?briefRepresentation=true&max=5"},
+		{"groups", base + "/groups"},
+		{"child groups", base + "/groups/" + top[0].ID + "/children"},
+		{"group members", base + "/groups/" + top[0].ID + "/members"},
+		{"realm roles", base + "/roles"},
+		{"role holders", base + "/roles/fastn-owner/users"},
+		{"clients", base + "/clients?clientId=portal"},
+		{"admin events", base + "/admin-events?max=5"},
+		{"user events", base + "/events?max=5"},
+	}
+	for _, r := range reads {
+		t.Run("can read "+r.name, func(t *testing.T) {
+			if code, body := call(t, kc, tok, "GET", r.path, ""); code != 200 {
+				t.Errorf("GET %s: %d %s", r.path, code, body)
+			}
+		})
+	}
+	refused := []struct{ name, method, path, body string }{
+		{"change realm settings", "PUT", base, `{"displayName":"pwned"}`},
+		{"create a client", "POST", base + "/clients", `{"clientId":"evil"}`},
+		{"create a realm role", "POST", base + "/roles", `{"name":"evil"}`},
+		{"read the master realm", "GET", "/admin/realms/master/users", ""},
+		{"delete the realm", "DELETE", base, ""},
+	}
+	for _, r := range refused {
+		t.Run("cannot "+r.name, func(t *testing.T) {
+			if code, body := call(t, kc, tok, r.method, r.path, r.body); code != 403 {
+				t.Errorf("%s %s answered %d, want 403: %s", r.method, r.path, code, body)
+			}
+		})
+	}
+}
+
+func claims(t *testing.T, jwt string) map[string]any {
+	t.Helper()
+	parts := strings.Split(jwt, ".")
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c map[string]any
+	_ = json.Unmarshal(b, &c)
+	return c
+}
+
+func TestDemoRealmShape(t *testing.T) {
+	kc := testenv.RequireKeycloak(t)
+	admin := token(t, kc, "master", url.Values{"grant_type": {"password"}, "client_id": {"admin-cli"}, "username": {kc.AdminUser}, "password": {kc.AdminPassword}})
+	_, body := call(t, kc, admin, "GET", "/admin/realms/"+kc.Realm+"/users?max=100&briefRepresentation=false", "")
+	var users []struct {
+		ID, Username, Email string
+		Enabled             bool
+	}
+	if err := json.Unmarshal(body, &users); err != nil {
+		t.Fatal(err)
+	}
+	byName := map[string]int{}
+	for i, u := range users {
+		byName[u.Username] = i
+	}
+	for _, name := range []string{"alice", "adam", "dana", "oscar", "victor", "erin", "dave", "nomail", "gina", "gus", "ella"} {
+		i, ok := byName[name]
+		if !ok {
+			t.Errorf("user %s missing", name)
+			continue
+		}
+		u := users[i]
+		if want := name != "dave"; u.Enabled != want {
+			t.Errorf("%s enabled=%v, want %v", name, u.Enabled, want)
+		}
+		if (u.Email == "") != (name == "nomail") {
+			t.Errorf("%s email %q", name, u.Email)
+		}
+	}
+	_, orgs := call(t, kc, admin, "GET", "/admin/realms/"+kc.Realm+"/organizations", "")
+	if !strings.Contains(string(orgs), `"alias":"acme"`) || !strings.Contains(string(orgs), `"alias":"globex"`) {
+		t.Errorf("organizations acme and globex missing: %s", orgs)
+	}
+	dana := users[byName["dana"]].ID
+	_, body = call(t, kc, admin, "GET", "/admin/realms/"+kc.Realm+"/users/"+dana+"/role-mappings/realm/composite", "")
+	if !strings.Contains(string(body), `"fastn-developer"`) {
+		t.Errorf("dana does not inherit fastn-developer through her group: %s", body)
+	}
+	c := claims(t, token(t, kc, kc.Realm, url.Values{"grant_type": {"password"}, "client_id": {kc.PublicClientID}, "username": {"alice"}, "password": {kc.UserPassword}}))
+	aud := c["aud"]
+	if s, ok := aud.(string); (ok && s != "keybridge") || (!ok && !slices.Contains(toStrings(aud), "keybridge")) {
+		t.Errorf("aud = %v, want keybridge", aud)
+	}
+	if !slices.Contains(toStrings(c["groups"]), "/customers/acme") || c["tenant_id"] != "acme" {
+		t.Errorf("groups %v tenant %v", c["groups"], c["tenant_id"])
+	}
+	if !slices.Contains(toStrings(c["realm_access"].(map[string]any)["roles"]), "fastn-owner") {
+		t.Errorf("realm_access %v", c["realm_access"])
+	}
+}
+
+func toStrings(v any) []string {
+	var out []string
+	if l, ok := v.([]any); ok {
+		for _, e := range l {
+			if s, ok := e.(string); ok {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
