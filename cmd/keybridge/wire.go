@@ -9,6 +9,8 @@ import (
 	"github.com/keybridge/keybridge/internal/audit"
 	"github.com/keybridge/keybridge/internal/metrics"
 	"github.com/keybridge/keybridge/internal/store"
+	"github.com/keybridge/keybridge/mapping"
+	"github.com/keybridge/keybridge/middleware"
 )
 
 // deps are what every feature is wired from.
@@ -20,6 +22,10 @@ type deps struct {
 	// audit is set by wireDecisions (the asynchronous writer) for the
 	// features wired after it.
 	audit audit.Recorder
+	// engine and gate are set by wireDecisions: the current mapping engine
+	// (custom roles included) and the five-step middleware.
+	engine func() *mapping.Engine
+	gate   *middleware.Middleware
 }
 
 // feature is one wired capability: its routes, readiness checks and the

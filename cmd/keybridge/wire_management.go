@@ -1,9 +1,24 @@
 package main
 
-import "context"
+import (
+	"context"
 
-// wireManagement wires the management API (people, teams, roles, audit).
-// Owned by the management work; a stub until then.
-func wireManagement(ctx context.Context, d *deps) (feature, error) {
-	return feature{}, nil
+	"github.com/keybridge/keybridge/internal/api"
+	"github.com/keybridge/keybridge/internal/kcadmin"
+)
+
+// wireManagement wires the management API: people, invitations, roles,
+// teams and the audit log, every route behind the five-step middleware.
+func wireManagement(_ context.Context, d *deps) (feature, error) {
+	cfg := d.cfg
+	m := &api.Management{
+		Log:      d.log,
+		Gate:     d.gate,
+		Engine:   d.engine,
+		Mapping:  cfg.Mapping,
+		Keycloak: kcadmin.New(cfg.Keycloak.URL, cfg.Keycloak.Realm, cfg.Keycloak.ClientID, cfg.Keycloak.ClientSecret, cfg.Keycloak.Timeout),
+		System:   d.store,
+		Audit:    d.audit,
+	}
+	return feature{modules: []api.Module{m}}, nil
 }

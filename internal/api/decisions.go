@@ -1,0 +1,411 @@
+package api
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/keybridge/keybridge/config"
+	"github.com/keybridge/keybridge/internal/audit"
+	"github.com/keybridge/keybridge/internal/identity"
+	"github.com/keybridge/keybridge/internal/metrics"
+	"github.com/keybridge/keybridge/internal/ratelimit"
+	"github.com/keybridge/keybridge/mapping"
+	"github.com/keybridge/keybridge/middleware"
+	"github.com/keybridge/keybridge/rls"
+)
+
+// Identifier resolves bearer tokens.
+type Identifier interface {
+	Identify(ctx context.Context, raw string) (identity.Caller, error)
+}
+
+// Decisions serves what applications call on every request: introspection,
+// checks, forward-auth and /v1/me.
+type Decisions struct {
+	Log         *slog.Logger
+	Metrics     *metrics.Metrics
+	Identify    Identifier
+	Engine      func() *mapping.Engine
+	Audit       audit.Recorder
+	Clients     []config.Client // HTTP Basic callers of /oauth2/introspect
+	MaxBatch    int
+	ForwardAuth config.ForwardAuth
+	AuditAllow  bool
+	PerSubject  *ratelimit.Limiter
+	PerClient   *ratelimit.Limiter
+	Now         func() time.Time
+}
+
+// Register adds the decision routes.
+func (d *Decisions) Register(r gin.IRouter) {
+	r.POST("/oauth2/introspect", d.limitClient, d.introspect)
+	r.POST("/v1/check", d.limitClient, d.check)
+	r.GET("/v1/forward-auth", d.limitClient, d.forwardAuth)
+	r.GET("/v1/me", d.limitClient, d.me)
+}
+
+func (d *Decisions) now() time.Time {
+	if d.Now != nil {
+		return d.Now()
+	}
+	return time.Now()
+}
+
+func (d *Decisions) limitClient(c *gin.Context) {
+	if ok, wait := d.PerClient.Allow("ip:" + c.ClientIP()); !ok {
+		d.rateLimited(c, "client", wait)
+	}
+}
+
+func (d *Decisions) rateLimited(c *gin.Context, limiter string, wait time.Duration) {
+	d.Metrics.RateLimited.WithLabelValues(limiter, c.FullPath()).Inc()
+	c.Header("Retry-After", strconv.Itoa(int(wait/time.Second)+1))
+	Error(c, http.StatusTooManyRequests, "rate_limited", "too many requests")
+}
+
+func bearerToken(c *gin.Context) string {
+	h := c.GetHeader("Authorization")
+	if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+		return strings.TrimSpace(h[7:])
+	}
+	return ""
+}
+
+// caller authenticates the bearer token of the request; on failure it has
+// answered 401 and the reason is only in the log and the metric.
+func (d *Decisions) caller(c *gin.Context) (identity.Caller, bool) {
+	raw := bearerToken(c)
+	if raw == "" {
+		c.Header("WWW-Authenticate", `Bearer realm="keybridge"`)
+		Error(c, http.StatusUnauthorized, "unauthenticated", "a bearer token is required")
+		return identity.Caller{}, false
+	}
+	who, err := d.Identify.Identify(c.Request.Context(), raw)
+	if err != nil {
+		c.Header("WWW-Authenticate", `Bearer realm="keybridge", error="invalid_token"`)
+		Error(c, http.StatusUnauthorized, "invalid_token", "the token is invalid, expired or revoked")
+		return identity.Caller{}, false
+	}
+	if ok, wait := d.PerSubject.Allow("sub:" + who.Grant.Subject); !ok {
+		d.rateLimited(c, "subject", wait)
+		return identity.Caller{}, false
+	}
+	return who, true
+}
+
+// checkRequest is one check: a permission or any of several, on a resource.
+type checkRequest struct {
+	Permission string           `json:"permission,omitempty"`
+	AnyOf      []string         `json:"any_of,omitempty"`
+	Resource   mapping.Resource `json:"resource"`
+}
+
+type checkBody struct {
+	checkRequest
+	Checks []checkRequest `json:"checks,omitempty"`
+}
+
+// CheckAnswer is one decision with the session the caller must set.
+type CheckAnswer struct {
+	Allowed    bool        `json:"allowed"`
+	Permission string      `json:"permission,omitempty"`
+	Reason     string      `json:"reason"`
+	Session    rls.Session `json:"session"`
+}
+
+// ParseCheckBody decodes a /v1/check body strictly: one check or a batch.
+func ParseCheckBody(r io.Reader, maxBatch int) ([]checkRequest, bool, error) {
+	dec := json.NewDecoder(io.LimitReader(r, 1<<20))
+	dec.DisallowUnknownFields()
+	var b checkBody
+	if err := dec.Decode(&b); err != nil {
+		return nil, false, errors.New("body: " + strings.TrimPrefix(err.Error(), "json: "))
+	}
+	single := b.Permission != "" || len(b.AnyOf) > 0
+	switch {
+	case single && len(b.Checks) > 0:
+		return nil, false, errors.New("body: send permission/any_of or checks, not both")
+	case len(b.Checks) > maxBatch:
+		return nil, false, errors.New("checks: at most " + strconv.Itoa(maxBatch) + " per request")
+	case !single && len(b.Checks) == 0:
+		return nil, false, errors.New("body: permission, any_of or checks is required")
+	}
+	list := b.Checks
+	if single {
+		list = []checkRequest{b.checkRequest}
+	}
+	for i, ch := range list {
+		if ch.Permission != "" && len(ch.AnyOf) > 0 {
+			return nil, false, errors.New("checks[" + strconv.Itoa(i) + "]: permission or any_of, not both")
+		}
+		if ch.Permission == "" && len(ch.AnyOf) == 0 {
+			return nil, false, errors.New("checks[" + strconv.Itoa(i) + "]: permission or any_of is required")
+		}
+		if len(ch.AnyOf) > 32 {
+			return nil, false, errors.New("checks[" + strconv.Itoa(i) + "].any_of: at most 32 permissions")
+		}
+	}
+	return list, single, nil
+}
+
+func (d *Decisions) check(c *gin.Context) {
+	who, ok := d.caller(c)
+	if !ok {
+		return
+	}
+	list, single, err := ParseCheckBody(c.Request.Body, d.MaxBatch)
+	if err != nil {
+		Error(c, http.StatusBadRequest, "invalid_request", err.Error())
+		return
+	}
+	engine := d.Engine()
+	sess := middleware.SessionFor(who.Grant)
+	now := d.now()
+	answers := make([]CheckAnswer, len(list))
+	for i, ch := range list {
+		anyOf := ch.AnyOf
+		if ch.Permission != "" {
+			anyOf = []string{ch.Permission}
+		}
+		dec := engine.Decide(who.Grant, mapping.Request{AnyOf: anyOf, Resource: ch.Resource, Now: now})
+		answers[i] = CheckAnswer{Allowed: dec.Allowed, Permission: dec.Permission, Reason: dec.Reason, Session: sess}
+		outcome := "allowed"
+		if !dec.Allowed {
+			outcome = "denied"
+		}
+		d.Metrics.Decisions.WithLabelValues("check", outcome).Inc()
+		if !dec.Allowed || d.AuditAllow {
+			d.auditDecision(c, who.Grant, "check."+strings.Join(anyOf, "|"), ch.Resource, dec)
+		}
+	}
+	if single {
+		c.JSON(http.StatusOK, answers[0])
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"results": answers})
+}
+
+func (d *Decisions) auditDecision(c *gin.Context, g *mapping.Grant, action string, res mapping.Resource, dec mapping.Decision) {
+	if d.Audit == nil {
+		return
+	}
+	outcome := audit.Success
+	if !dec.Allowed {
+		outcome = audit.Denied
+	}
+	tenant := g.Tenant
+	if tenant == "" {
+		tenant = res.Tenant
+	}
+	d.Audit.Record(c.Request.Context(), audit.Entry{OccurredAt: d.now(), TenantID: tenant, ActorID: g.Subject, ActorName: g.Username,
+		Action: truncate(action, 200), ResourceType: res.Type, ResourceID: res.ID, Outcome: outcome, RequestID: RequestID(c), Reason: dec.Reason})
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// introspect is RFC 7662. An inactive token answers exactly
+// {"active":false}; why goes to the log and a metric label only.
+func (d *Decisions) introspect(c *gin.Context) {
+	if !d.introspectionCaller(c) {
+		c.Header("WWW-Authenticate", `Basic realm="keybridge"`)
+		Error(c, http.StatusUnauthorized, "invalid_client", "client authentication failed")
+		return
+	}
+	if err := c.Request.ParseForm(); err != nil {
+		Error(c, http.StatusBadRequest, "invalid_request", "the body must be form-encoded")
+		return
+	}
+	raw := c.Request.PostForm.Get("token")
+	if raw == "" {
+		Error(c, http.StatusBadRequest, "invalid_request", "token is required")
+		return
+	}
+	who, err := d.Identify.Identify(c.Request.Context(), raw)
+	if err != nil {
+		c.JSON(http.StatusOK, gin.H{"active": false})
+		return
+	}
+	cl := who.Token.Claims
+	out := gin.H{"active": true, "token_type": "Bearer", "sub": who.Token.Subject, "exp": who.Token.Expiry.Unix(),
+		"tenant_id": who.Grant.Tenant, "roles": who.Grant.Roles, "permissions": who.Grant.Permissions, "teams": who.Grant.Teams}
+	for _, k := range []string{"scope", "iss", "aud", "jti"} {
+		if v, ok := cl[k]; ok {
+			out[k] = v
+		}
+	}
+	if v, ok := cl["azp"]; ok {
+		out["client_id"] = v
+	}
+	if v, ok := cl["preferred_username"]; ok {
+		out["username"] = v
+	}
+	if !who.Token.IssuedAt.IsZero() {
+		out["iat"] = who.Token.IssuedAt.Unix()
+	}
+	if !who.Token.NotBefore.IsZero() {
+		out["nbf"] = who.Token.NotBefore.Unix()
+	}
+	c.JSON(http.StatusOK, out)
+}
+
+// introspectionCaller authenticates the caller of /oauth2/introspect: a
+// configured client over HTTP Basic, or a bearer token of a caller whose
+// grant holds people.manage or tenant.users.manage (admins of a tenant).
+func (d *Decisions) introspectionCaller(c *gin.Context) bool {
+	if id, secret, ok := c.Request.BasicAuth(); ok {
+		id, _ = url.QueryUnescape(id)
+		secret, _ = url.QueryUnescape(secret)
+		for _, cl := range d.Clients {
+			idOK := subtle.ConstantTimeCompare([]byte(id), []byte(cl.ID)) == 1
+			secretOK := subtle.ConstantTimeCompare([]byte(secret), []byte(cl.Secret)) == 1
+			if idOK && secretOK {
+				return true
+			}
+		}
+		return false
+	}
+	raw := bearerToken(c)
+	if raw == "" {
+		return false
+	}
+	who, err := d.Identify.Identify(c.Request.Context(), raw)
+	if err != nil {
+		return false
+	}
+	dec := d.Engine().Decide(who.Grant, mapping.Request{AnyOf: []string{"people.manage", "tenant.users.manage"}, Now: d.now()})
+	return dec.Allowed
+}
+
+func (d *Decisions) me(c *gin.Context) {
+	who, ok := d.caller(c)
+	if !ok {
+		return
+	}
+	g := who.Grant
+	c.JSON(http.StatusOK, gin.H{"subject": g.Subject, "username": g.Username, "tenant": g.Tenant, "tenants": g.Tenants,
+		"roles": g.Roles, "permissions": g.Permissions, "teams": g.Teams, "session": middleware.SessionFor(g)})
+}
+
+// forwardAuth answers nginx auth_request, Traefik ForwardAuth and Envoy's
+// HTTP ext_authz: the original method and URI come from the forwarding
+// headers and a route table maps them to permissions.
+func (d *Decisions) forwardAuth(c *gin.Context) {
+	method := firstHeader(c, "X-Forwarded-Method", "X-Original-Method")
+	if method == "" {
+		method = c.Request.Method
+	}
+	uri := firstHeader(c, "X-Forwarded-Uri", "X-Original-URI", "X-Envoy-Original-Path")
+	if uri == "" {
+		uri = "/"
+	}
+	p := uri
+	if u, err := url.ParseRequestURI(uri); err == nil {
+		p = u.Path
+	}
+	p = path.Clean("/" + p)
+	route, matched := MatchRoute(d.ForwardAuth.Routes, method, p)
+	if matched && route.Public {
+		c.Status(http.StatusOK)
+		return
+	}
+	if !matched && d.ForwardAuth.Default == "deny" {
+		d.Metrics.Decisions.WithLabelValues("forward_auth", "denied").Inc()
+		Error(c, http.StatusForbidden, "forbidden", "no route allows this request")
+		return
+	}
+	who, ok := d.caller(c)
+	if !ok {
+		return
+	}
+	g := who.Grant
+	if len(route.AnyOf) > 0 {
+		dec := d.Engine().Decide(g, mapping.Request{AnyOf: route.AnyOf, Now: d.now()})
+		if !dec.Allowed {
+			d.Metrics.Decisions.WithLabelValues("forward_auth", "denied").Inc()
+			d.auditDecision(c, g, "forward_auth."+strings.Join(route.AnyOf, "|"), mapping.Resource{Type: "route", ID: method + " " + route.Path}, dec)
+			Error(c, http.StatusForbidden, "forbidden", "permission denied")
+			return
+		}
+	}
+	d.Metrics.Decisions.WithLabelValues("forward_auth", "allowed").Inc()
+	h := d.ForwardAuth.Headers
+	c.Header(h.User, g.Subject)
+	c.Header(h.Tenant, g.Tenant)
+	c.Header(h.Roles, strings.Join(g.Roles, ","))
+	c.Status(http.StatusOK)
+}
+
+func firstHeader(c *gin.Context, names ...string) string {
+	for _, n := range names {
+		if v := c.GetHeader(n); v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// MatchRoute finds the first route for a method and a clean path. A route
+// path is exact, or ends in /** for a subtree; * matches one segment.
+func MatchRoute(routes []config.Route, method, p string) (config.Route, bool) {
+	segs := strings.Split(strings.Trim(p, "/"), "/")
+	for _, r := range routes {
+		if len(r.Methods) > 0 && !containsFold(r.Methods, method) {
+			continue
+		}
+		if matchPath(strings.Split(strings.Trim(r.Path, "/"), "/"), segs) {
+			return r, true
+		}
+	}
+	return config.Route{}, false
+}
+
+func matchPath(pat, segs []string) bool {
+	for i, s := range pat {
+		if s == "**" {
+			return true
+		}
+		if i >= len(segs) || (s != "*" && s != segs[i]) {
+			return false
+		}
+	}
+	return len(pat) == len(segs)
+}
+
+func containsFold(list []string, s string) bool {
+	for _, v := range list {
+		if strings.EqualFold(v, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// OpenAPIPaths documents the decision routes.
+func (d *Decisions) OpenAPIPaths() map[string]map[string]any {
+	return map[string]map[string]any{
+		"/oauth2/introspect": {"post": map[string]any{"summary": "RFC 7662 token introspection; inactive is exactly {\"active\":false}",
+			"responses": map[string]any{"200": map[string]any{"description": "active with tenant_id, roles, permissions, teams; or inactive"},
+				"401": map[string]any{"description": "client authentication failed"}}}},
+		"/v1/check": {"post": op("Decide one check ({permission|any_of, resource}) or a batch ({checks:[...]}); answers allowed, reason and the session variables", nil, "200", "400")},
+		"/v1/forward-auth": {"get": map[string]any{"summary": "For reverse proxies: 200 with X-Auth-User, X-Auth-Tenant, X-Auth-Roles, or 401/403",
+			"responses": map[string]any{"200": map[string]any{"description": "allowed"}, "401": map[string]any{"description": "no or invalid token"}, "403": map[string]any{"description": "denied"}}}},
+		"/v1/me": {"get": op("The caller's resolved identity", nil, "200")},
+	}
+}

@@ -1,0 +1,358 @@
+// Package auth verifies bearer tokens locally: signature against the realm's
+// JWKS (discovered once, cached, refetched at most once per interval for an
+// unknown kid), allowed asymmetric algorithms only, issuer, audience or azp,
+// and exp, nbf and iat within a leeway. Keycloak is never called per request.
+package auth
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	jose "github.com/go-jose/go-jose/v4"
+)
+
+// Reason is a bounded label for why a token was refused: it goes to a
+// metric and the log, never to the caller.
+type Reason string
+
+// Refusal reasons.
+const (
+	Malformed      Reason = "malformed"
+	Oversize       Reason = "oversize"
+	Algorithm      Reason = "algorithm"
+	UnknownKid     Reason = "unknown_kid"
+	Signature      Reason = "signature"
+	Issuer         Reason = "issuer"
+	Audience       Reason = "audience"
+	Expired        Reason = "expired"
+	NotYetValid    Reason = "not_yet_valid"
+	IssuedInFuture Reason = "issued_in_future"
+	TokenType      Reason = "token_type"
+	Revoked        Reason = "revoked"
+	KeysUnavailable Reason = "keys_unavailable"
+)
+
+// Error is a refused token.
+type Error struct {
+	Reason Reason
+	Detail string // for the log; never contains the token
+}
+
+func (e *Error) Error() string { return "token refused: " + string(e.Reason) + ": " + e.Detail }
+
+func refuse(r Reason, format string, args ...any) error {
+	return &Error{Reason: r, Detail: fmt.Sprintf(format, args...)}
+}
+
+// ReasonOf extracts the reason of a refusal.
+func ReasonOf(err error) Reason {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Reason
+	}
+	return Malformed
+}
+
+// Token is a verified token.
+type Token struct {
+	Claims    map[string]any
+	Subject   string
+	Expiry    time.Time
+	IssuedAt  time.Time
+	NotBefore time.Time
+	Hash      [32]byte // SHA-256 of the raw token: cache key, never logged as the token
+}
+
+// Options configure a Verifier.
+type Options struct {
+	Issuer          string
+	Audiences       []string
+	Algorithms      []string
+	Leeway          time.Duration
+	MaxTokenBytes   int
+	RefreshInterval time.Duration // minimum time between refetches for an unknown kid
+	JWKSURL         string        // skip discovery when set
+	HTTPClient      *http.Client
+	Now             func() time.Time
+	// OnRefresh observes JWKS fetches: "success", "failure", "rate_limited".
+	OnRefresh func(outcome string)
+}
+
+// Verifier checks tokens against one issuer.
+type Verifier struct {
+	opt     Options
+	mu      sync.RWMutex
+	keys    jose.JSONWebKeySet
+	fetched time.Time
+	fetchMu sync.Mutex
+}
+
+// NewVerifier discovers the issuer's JWKS (unless Options.JWKSURL is set)
+// and fetches the keys. Discovery uses go-oidc; it is retried by the caller
+// until Keycloak answers.
+func NewVerifier(ctx context.Context, opt Options) (*Verifier, error) {
+	if opt.HTTPClient == nil {
+		opt.HTTPClient = &http.Client{Timeout: 10 * time.Second}
+	}
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	if opt.OnRefresh == nil {
+		opt.OnRefresh = func(string) {}
+	}
+	if opt.JWKSURL == "" {
+		p, err := oidc.NewProvider(oidc.ClientContext(ctx, opt.HTTPClient), opt.Issuer)
+		if err != nil {
+			return nil, fmt.Errorf("oidc discovery of %s: %w", opt.Issuer, err)
+		}
+		var meta struct {
+			JWKS string `json:"jwks_uri"`
+		}
+		if err := p.Claims(&meta); err != nil || meta.JWKS == "" {
+			return nil, fmt.Errorf("oidc discovery of %s: no jwks_uri", opt.Issuer)
+		}
+		opt.JWKSURL = meta.JWKS
+	}
+	v := &Verifier{opt: opt}
+	if err := v.refresh(ctx, true); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// refresh refetches the JWKS; unless forced, at most once per interval.
+func (v *Verifier) refresh(ctx context.Context, force bool) error {
+	v.fetchMu.Lock()
+	defer v.fetchMu.Unlock()
+	v.mu.RLock()
+	last := v.fetched
+	v.mu.RUnlock()
+	if !force && v.opt.Now().Sub(last) < v.opt.RefreshInterval {
+		v.opt.OnRefresh("rate_limited")
+		return errors.New("jwks refresh rate limited")
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, v.opt.JWKSURL, nil)
+	if err != nil {
+		return err
+	}
+	res, err := v.opt.HTTPClient.Do(req)
+	if err != nil {
+		v.opt.OnRefresh("failure")
+		return fmt.Errorf("fetch jwks: %w", err)
+	}
+	defer res.Body.Close()
+	var set jose.JSONWebKeySet
+	if res.StatusCode != http.StatusOK {
+		v.opt.OnRefresh("failure")
+		return fmt.Errorf("fetch jwks: status %d", res.StatusCode)
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(nil, res.Body, 1<<20)).Decode(&set); err != nil {
+		v.opt.OnRefresh("failure")
+		return fmt.Errorf("decode jwks: %w", err)
+	}
+	// Only public, signing keys: a symmetric key in a JWKS would let HS256
+	// tokens through.
+	kept := set.Keys[:0]
+	for _, k := range set.Keys {
+		if k.IsPublic() && k.Use != "enc" {
+			kept = append(kept, k)
+		}
+	}
+	set.Keys = kept
+	v.mu.Lock()
+	v.keys, v.fetched = set, v.opt.Now()
+	v.mu.Unlock()
+	v.opt.OnRefresh("success")
+	return nil
+}
+
+func (v *Verifier) key(kid string) (jose.JSONWebKey, bool) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	for _, k := range v.keys.Keys {
+		if k.KeyID == kid {
+			return k, true
+		}
+	}
+	return jose.JSONWebKey{}, false
+}
+
+type header struct {
+	Alg string `json:"alg"`
+	Kid string `json:"kid"`
+	Typ string `json:"typ"`
+}
+
+// Verify checks a compact JWS access token.
+func (v *Verifier) Verify(ctx context.Context, raw string) (*Token, error) {
+	if v.opt.MaxTokenBytes > 0 && len(raw) > v.opt.MaxTokenBytes {
+		return nil, refuse(Oversize, "%d bytes", len(raw))
+	}
+	parts := strings.Split(raw, ".")
+	if len(parts) != 3 || parts[2] == "" {
+		return nil, refuse(Malformed, "not a compact JWS")
+	}
+	hb, err := base64.RawURLEncoding.DecodeString(parts[0])
+	if err != nil {
+		return nil, refuse(Malformed, "header is not base64url")
+	}
+	var h header
+	if err := json.Unmarshal(hb, &h); err != nil {
+		return nil, refuse(Malformed, "header is not JSON")
+	}
+	if !slices.Contains(v.opt.Algorithms, h.Alg) {
+		return nil, refuse(Algorithm, "alg %q is not allowed", h.Alg)
+	}
+	algs := make([]jose.SignatureAlgorithm, len(v.opt.Algorithms))
+	for i, a := range v.opt.Algorithms {
+		algs[i] = jose.SignatureAlgorithm(a)
+	}
+	jws, err := jose.ParseSigned(raw, algs)
+	if err != nil {
+		return nil, refuse(Malformed, "parse: %v", err)
+	}
+	if len(jws.Signatures) != 1 {
+		return nil, refuse(Malformed, "want one signature")
+	}
+	// jku, x5u and embedded jwk headers are ignored: keys come only from
+	// the issuer's JWKS.
+	k, ok := v.key(h.Kid)
+	if !ok {
+		if err := v.refresh(ctx, false); err == nil {
+			k, ok = v.key(h.Kid)
+		}
+		if !ok {
+			return nil, refuse(UnknownKid, "kid %q not in the JWKS", truncate(h.Kid, 64))
+		}
+	}
+	if k.Algorithm != "" && k.Algorithm != h.Alg {
+		return nil, refuse(Algorithm, "alg %q does not match key %q", h.Alg, k.Algorithm)
+	}
+	payload, err := jws.Verify(k)
+	if err != nil {
+		return nil, refuse(Signature, "signature does not verify")
+	}
+	var claims map[string]any
+	dec := json.NewDecoder(strings.NewReader(string(payload)))
+	dec.UseNumber()
+	if err := dec.Decode(&claims); err != nil {
+		return nil, refuse(Malformed, "claims are not a JSON object")
+	}
+	normalizeNumbers(claims)
+	return v.checkClaims(claims, payload)
+}
+
+func (v *Verifier) checkClaims(claims map[string]any, payload []byte) (*Token, error) {
+	if iss, _ := claims["iss"].(string); iss != v.opt.Issuer {
+		return nil, refuse(Issuer, "iss %q", truncate(iss, 128))
+	}
+	if typ, ok := claims["typ"].(string); ok && !strings.EqualFold(typ, "Bearer") {
+		return nil, refuse(TokenType, "typ %q is not an access token", truncate(typ, 32))
+	}
+	if !v.audienceOK(claims) {
+		return nil, refuse(Audience, "aud and azp name none of %v", v.opt.Audiences)
+	}
+	now := v.opt.Now()
+	exp, ok := numericDate(claims["exp"])
+	if !ok {
+		return nil, refuse(Malformed, "exp missing")
+	}
+	if now.After(exp.Add(v.opt.Leeway)) {
+		return nil, refuse(Expired, "expired at %s", exp.UTC().Format(time.RFC3339))
+	}
+	t := &Token{Claims: claims, Expiry: exp, Hash: sha256.Sum256(payload)}
+	if nbf, ok := numericDate(claims["nbf"]); ok {
+		if now.Add(v.opt.Leeway).Before(nbf) {
+			return nil, refuse(NotYetValid, "not before %s", nbf.UTC().Format(time.RFC3339))
+		}
+		t.NotBefore = nbf
+	}
+	if iat, ok := numericDate(claims["iat"]); ok {
+		if iat.After(now.Add(v.opt.Leeway)) {
+			return nil, refuse(IssuedInFuture, "issued at %s", iat.UTC().Format(time.RFC3339))
+		}
+		t.IssuedAt = iat
+	}
+	t.Subject, _ = claims["sub"].(string)
+	if t.Subject == "" {
+		return nil, refuse(Malformed, "sub missing")
+	}
+	return t, nil
+}
+
+func (v *Verifier) audienceOK(claims map[string]any) bool {
+	var auds []string
+	switch a := claims["aud"].(type) {
+	case string:
+		auds = []string{a}
+	case []any:
+		for _, x := range a {
+			if s, ok := x.(string); ok {
+				auds = append(auds, s)
+			}
+		}
+	}
+	if azp, ok := claims["azp"].(string); ok {
+		auds = append(auds, azp)
+	}
+	for _, want := range v.opt.Audiences {
+		if slices.Contains(auds, want) {
+			return true
+		}
+	}
+	return false
+}
+
+func numericDate(v any) (time.Time, bool) {
+	switch n := v.(type) {
+	case float64:
+		return time.Unix(int64(n), 0), true
+	case json.Number:
+		f, err := n.Float64()
+		if err != nil {
+			return time.Time{}, false
+		}
+		return time.Unix(int64(f), 0), true
+	}
+	return time.Time{}, false
+}
+
+// normalizeNumbers turns json.Number into float64 so claims look like
+// encoding/json's usual output to the rest of keybridge.
+func normalizeNumbers(m map[string]any) {
+	for k, v := range m {
+		m[k] = normalize(v)
+	}
+}
+
+func normalize(v any) any {
+	switch x := v.(type) {
+	case json.Number:
+		f, _ := x.Float64()
+		return f
+	case map[string]any:
+		normalizeNumbers(x)
+	case []any:
+		for i := range x {
+			x[i] = normalize(x[i])
+		}
+	}
+	return v
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}

@@ -1,0 +1,77 @@
+package auth
+
+import (
+	"context"
+	"crypto/sha256"
+	"sync"
+	"time"
+)
+
+// TokenVerifier is what the cache decorates.
+type TokenVerifier interface {
+	Verify(ctx context.Context, raw string) (*Token, error)
+}
+
+// Cached remembers verified tokens by a SHA-256 of the token until they
+// expire, so a hot token costs one hash and one map lookup. Refusals are
+// not cached: a bad token costs the attacker a full verification each time.
+type Cached struct {
+	Next TokenVerifier
+	Size int
+	Now  func() time.Time
+
+	mu      sync.Mutex
+	entries map[[32]byte]*Token
+}
+
+// Verify implements TokenVerifier.
+func (c *Cached) Verify(ctx context.Context, raw string) (*Token, error) {
+	if c.Size <= 0 {
+		return c.Next.Verify(ctx, raw)
+	}
+	key := sha256.Sum256([]byte(raw))
+	now := c.now()
+	c.mu.Lock()
+	t, ok := c.entries[key]
+	c.mu.Unlock()
+	if ok {
+		if now.Before(t.Expiry) {
+			return t, nil
+		}
+		c.mu.Lock()
+		delete(c.entries, key)
+		c.mu.Unlock()
+		return nil, refuse(Expired, "expired at %s", t.Expiry.UTC().Format(time.RFC3339))
+	}
+	t, err := c.Next.Verify(ctx, raw)
+	if err != nil {
+		return nil, err
+	}
+	t.Hash = key
+	c.mu.Lock()
+	if c.entries == nil {
+		c.entries = make(map[[32]byte]*Token, c.Size)
+	}
+	if len(c.entries) >= c.Size {
+		// Evict expired entries first, then arbitrary ones: bounded memory
+		// matters more than a perfect hit rate.
+		for k, e := range c.entries {
+			if !now.Before(e.Expiry) || len(c.entries) >= c.Size {
+				delete(c.entries, k)
+			}
+			if len(c.entries) < c.Size*9/10 {
+				break
+			}
+		}
+	}
+	c.entries[key] = t
+	c.mu.Unlock()
+	return t, nil
+}
+
+func (c *Cached) now() time.Time {
+	if c.Now != nil {
+		return c.Now()
+	}
+	return time.Now()
+}

@@ -1,0 +1,102 @@
+// Package identity turns a bearer token into a caller: verified locally
+// (package auth), refused when sync knows the subject is disabled or deleted
+// (package directory), and resolved by the mapping rules together with the
+// subject's stored and temporary assignments.
+package identity
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/keybridge/keybridge/internal/auth"
+	"github.com/keybridge/keybridge/internal/directory"
+	"github.com/keybridge/keybridge/mapping"
+)
+
+// Caller is a verified, resolved token.
+type Caller struct {
+	Token *auth.Token
+	Grant *mapping.Grant
+}
+
+// Resolver resolves tokens and remembers the grant of a token until the
+// token expires or the directory changes.
+type Resolver struct {
+	Verifier auth.TokenVerifier
+	Dir      *directory.Directory
+	// OnRefuse observes every refusal with its bounded reason.
+	OnRefuse func(ctx context.Context, reason auth.Reason, err error)
+	OnAccept func()
+	Now      func() time.Time
+	MaxCache int
+
+	mu    sync.Mutex
+	cache map[[32]byte]cached
+}
+
+type cached struct {
+	caller  Caller
+	version uint64
+}
+
+// Identify verifies and resolves a token.
+func (r *Resolver) Identify(ctx context.Context, raw string) (Caller, error) {
+	tok, err := r.Verifier.Verify(ctx, raw)
+	if err != nil {
+		r.refuse(ctx, auth.ReasonOf(err), err)
+		return Caller{}, err
+	}
+	person, known := r.Dir.Lookup(tok.Subject)
+	if known && person.Revoked() {
+		err := &auth.Error{Reason: auth.Revoked, Detail: "subject is " + person.Status + " in Keycloak"}
+		r.refuse(ctx, auth.Revoked, err)
+		return Caller{}, err
+	}
+	version := r.Dir.Version()
+	r.mu.Lock()
+	c, ok := r.cache[tok.Hash]
+	r.mu.Unlock()
+	if ok && c.version == version {
+		if r.OnAccept != nil {
+			r.OnAccept()
+		}
+		return c.caller, nil
+	}
+	now := r.now()
+	engine := r.Dir.Engine()
+	g := engine.Resolve(mapping.FactsFromClaims(tok.Claims, engine.Config().Claims), person.Assignments, now)
+	caller := Caller{Token: tok, Grant: g}
+	r.mu.Lock()
+	if r.cache == nil || len(r.cache) >= max(r.MaxCache, 1) {
+		r.cache = map[[32]byte]cached{} // a full reset is cheap and bounds memory
+	}
+	r.cache[tok.Hash] = cached{caller: caller, version: version}
+	r.mu.Unlock()
+	if r.OnAccept != nil {
+		r.OnAccept()
+	}
+	return caller, nil
+}
+
+// Authenticate implements middleware.Authenticator.
+func (r *Resolver) Authenticate(ctx context.Context, raw string) (*mapping.Grant, error) {
+	c, err := r.Identify(ctx, raw)
+	if err != nil {
+		return nil, err
+	}
+	return c.Grant, nil
+}
+
+func (r *Resolver) refuse(ctx context.Context, reason auth.Reason, err error) {
+	if r.OnRefuse != nil {
+		r.OnRefuse(ctx, reason, err)
+	}
+}
+
+func (r *Resolver) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}

@@ -1,0 +1,245 @@
+// Package middleware is the fastn seed's five-step auth middleware for Go
+// services, for Gin and for net/http: (1) verify the JWT against the
+// realm's JWKS, (2) extract the user context (user id, role, customer),
+// (3) open a pgx transaction with the PostgreSQL session variables set,
+// (4) check the route's permission, (5) apply rate limiting — then hand the
+// handler the RLS-scoped transaction. It commits when the handler answers
+// below 400 and rolls back otherwise.
+package middleware
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/keybridge/keybridge/mapping"
+	"github.com/keybridge/keybridge/rls"
+)
+
+// Authenticator verifies a bearer token and resolves the caller's grant
+// (steps 1 and 2).
+type Authenticator interface {
+	Authenticate(ctx context.Context, bearer string) (*mapping.Grant, error)
+}
+
+// Decider answers permission checks (step 4); *mapping.Engine is one.
+type Decider interface {
+	Decide(g *mapping.Grant, req mapping.Request) mapping.Decision
+}
+
+// Limiter is a token bucket per key (step 5).
+type Limiter interface {
+	Allow(key string) (ok bool, retryAfter time.Duration)
+}
+
+// Event is an audited gated action.
+type Event struct {
+	Action    string
+	Outcome   string // success, failure, denied
+	Reason    string
+	Status    int
+	RequestID string
+	Grant     *mapping.Grant // nil when the token was refused
+}
+
+// Middleware holds the five steps' collaborators.
+type Middleware struct {
+	Auth    Authenticator
+	Decider func() Decider // the current engine (custom roles change it)
+	DB      rls.Beginner   // the runtime role's pool: not the owner, no BYPASSRLS
+	Limiter Limiter
+	// Audit receives every gated action's outcome; nil disables.
+	Audit func(ctx context.Context, e Event)
+	// RequestID extracts the request id for audit rows.
+	RequestID func(r *http.Request) string
+	// AuditSuccess also audits actions the handler completed; keybridge's
+	// own handlers audit their outcomes themselves and leave it off.
+	AuditSuccess bool
+	Now          func() time.Time
+}
+
+type ctxKey int
+
+const (
+	txKey ctxKey = iota
+	grantKey
+)
+
+// Tx is the RLS-scoped transaction of the request.
+func Tx(ctx context.Context) pgx.Tx {
+	tx, _ := ctx.Value(txKey).(pgx.Tx)
+	return tx
+}
+
+// GrantFrom is the caller's resolved grant.
+func GrantFrom(ctx context.Context) *mapping.Grant {
+	g, _ := ctx.Value(grantKey).(*mapping.Grant)
+	return g
+}
+
+// SessionFor is the PostgreSQL session a grant runs under.
+func SessionFor(g *mapping.Grant) rls.Session {
+	return rls.Session{TenantID: g.Tenant, UserID: g.Subject, Role: g.PrimaryRole(), Roles: g.Roles, Platform: g.Global()}
+}
+
+// failure is a refusal of the middleware with its HTTP answer.
+type failure struct {
+	status int
+	code   string
+	msg    string
+	retry  time.Duration
+}
+
+// begin runs the five steps; on success the returned ctx carries the
+// transaction and the grant and done must be called with the status.
+func (m *Middleware) begin(r *http.Request, action string, anyOf []string) (context.Context, func(status int), *failure) {
+	ctx := r.Context()
+	now := time.Now()
+	if m.Now != nil {
+		now = m.Now()
+	}
+	audit := func(g *mapping.Grant, outcome, reason string, status int) {
+		if m.Audit != nil {
+			e := Event{Action: action, Outcome: outcome, Reason: reason, Status: status, Grant: g}
+			if m.RequestID != nil {
+				e.RequestID = m.RequestID(r)
+			}
+			m.Audit(ctx, e)
+		}
+	}
+	// 1 and 2: verify the token, extract the user context.
+	token, ok := bearer(r)
+	if !ok {
+		audit(nil, "denied", "no bearer token", http.StatusUnauthorized)
+		return nil, nil, &failure{http.StatusUnauthorized, "unauthenticated", "a bearer token is required", 0}
+	}
+	g, err := m.Auth.Authenticate(ctx, token)
+	if err != nil {
+		audit(nil, "denied", "invalid token", http.StatusUnauthorized)
+		return nil, nil, &failure{http.StatusUnauthorized, "invalid_token", "the token is invalid or expired", 0}
+	}
+	// 3: the transaction under the caller's session variables.
+	ctx = rls.WithSession(ctx, SessionFor(g))
+	tx, err := rls.Begin(ctx, m.DB, pgx.TxOptions{})
+	if err != nil {
+		audit(g, "failure", "database unavailable", http.StatusServiceUnavailable)
+		return nil, nil, &failure{http.StatusServiceUnavailable, "unavailable", "the database is unavailable", 0}
+	}
+	// 4: the permission.
+	if len(anyOf) > 0 {
+		d := m.Decider().Decide(g, mapping.Request{AnyOf: anyOf, Now: now})
+		if !d.Allowed {
+			_ = tx.Rollback(ctx)
+			audit(g, "denied", d.Reason, http.StatusForbidden)
+			return nil, nil, &failure{http.StatusForbidden, "forbidden", "permission denied: requires any of " + strings.Join(anyOf, ", "), 0}
+		}
+	}
+	// 5: the rate limit.
+	if m.Limiter != nil {
+		if ok, wait := m.Limiter.Allow("sub:" + g.Subject); !ok {
+			_ = tx.Rollback(ctx)
+			audit(g, "denied", "rate limited", http.StatusTooManyRequests)
+			return nil, nil, &failure{http.StatusTooManyRequests, "rate_limited", "too many requests", wait}
+		}
+	}
+	ctx = context.WithValue(context.WithValue(ctx, txKey, tx), grantKey, g)
+	done := func(status int) {
+		// The handler's context may be cancelled by now; end the
+		// transaction regardless.
+		c := context.WithoutCancel(ctx)
+		if status < 400 {
+			if err := tx.Commit(c); err != nil {
+				audit(g, "failure", "commit failed", status)
+				return
+			}
+			if m.AuditSuccess {
+				audit(g, "success", "", status)
+			}
+			return
+		}
+		_ = tx.Rollback(c)
+	}
+	return ctx, done, nil
+}
+
+func bearer(r *http.Request) (string, bool) {
+	h := r.Header.Get("Authorization")
+	if len(h) < 7 || !strings.EqualFold(h[:7], "bearer ") {
+		return "", false
+	}
+	t := strings.TrimSpace(h[7:])
+	return t, t != ""
+}
+
+// HTTP wraps a net/http handler.
+func (m *Middleware) HTTP(action string, anyOf []string, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, done, f := m.begin(r, action, anyOf)
+		if f != nil {
+			writeFailure(w, f)
+			return
+		}
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		defer func() { done(sw.status) }()
+		next.ServeHTTP(sw, r.WithContext(ctx))
+	})
+}
+
+func writeFailure(w http.ResponseWriter, f *failure) {
+	w.Header().Set("Content-Type", "application/json")
+	if f.status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+	}
+	if f.retry > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(f.retry/time.Second)+1))
+	}
+	w.WriteHeader(f.status)
+	_, _ = w.Write([]byte(`{"error":{"code":"` + f.code + `","message":"` + f.msg + `"}}`))
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	s.status = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+// Require is the Gin form: a handler that runs the five steps before the
+// route's handler and ends the transaction after it.
+func (m *Middleware) Require(action string, anyOf ...string) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		ctx, done, f := m.begin(c.Request, action, anyOf)
+		if f != nil {
+			writeFailure(c.Writer, f)
+			c.Abort()
+			return
+		}
+		c.Request = c.Request.WithContext(ctx)
+		defer func() { done(c.Writer.Status()) }()
+		c.Next()
+	}
+}
+
+// Tx returns the Gin request's transaction.
+func (m *Middleware) Tx(c *gin.Context) pgx.Tx { return Tx(c.Request.Context()) }
+
+// Grant returns the Gin request's grant.
+func (m *Middleware) Grant(c *gin.Context) *mapping.Grant { return GrantFrom(c.Request.Context()) }
+
+// Platform reports a caller acting across tenants.
+func (m *Middleware) Platform(c *gin.Context) bool {
+	g := GrantFrom(c.Request.Context())
+	return g != nil && g.Global()
+}
+
+// ErrNoGrant is returned by helpers used outside the middleware.
+var ErrNoGrant = errors.New("middleware: no grant in context")
