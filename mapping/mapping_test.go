@@ -339,7 +339,7 @@ func TestRuleMatchers(t *testing.T) {
 		"resource_access": map[string]any{"portal": map[string]any{"roles": []any{"dev"}}},
 		"realm_access":    map[string]any{"roles": []any{"x"}},
 		"groups":          []any{"/engineering/backend/api"}, "department": "ops",
-		"org":             map[string]any{"level": "gold"}, "organization": []any{"acme"},
+		"org": map[string]any{"level": "gold"}, "organization": []any{"acme"},
 	}
 	g := e.Resolve(mapping.FactsFromClaims(claims, mapping.ClaimPaths{}), nil, now)
 	for _, p := range []string{"workflows.deploy_prod", "connectors.read", "workflows.execute", "billing.view", "widget.use", "activity.view"} {

@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-
 	"github.com/keybridge/keybridge/internal/api"
 	"github.com/keybridge/keybridge/internal/audit"
 	"github.com/keybridge/keybridge/internal/auth"
@@ -128,4 +127,3 @@ func (l *lazyVerifier) Verify(ctx context.Context, raw string) (*auth.Token, err
 	}
 	return v.Verify(ctx, raw)
 }
-

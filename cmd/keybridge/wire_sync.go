@@ -1,10 +1,49 @@
 package main
 
-import "context"
+import (
+	"context"
+	"errors"
 
-// wireSync wires the Keycloak source, the scheduler, the event poller, the
-// leader lock and the sync and webhook routes. Owned by the sync work; a
-// stub until then.
+	"github.com/keybridge/keybridge/internal/api"
+	ksync "github.com/keybridge/keybridge/sync"
+)
+
+// newSyncService builds the service from the config.
+func newSyncService(d *deps) *ksync.Service {
+	cfg := d.cfg
+	kc := ksync.NewKeycloak(ksync.KeycloakOptions{URL: cfg.Keycloak.URL, Realm: cfg.Keycloak.Realm, ClientID: cfg.Keycloak.ClientID,
+		ClientSecret: cfg.Keycloak.ClientSecret, Timeout: cfg.Keycloak.Timeout, PageSize: cfg.Keycloak.PageSize,
+		Retries: cfg.Keycloak.Retries, Metrics: d.metrics})
+	return &ksync.Service{KC: kc, Store: d.store, Engine: d.engine, Metrics: d.metrics, Log: d.log, Audit: d.audit,
+		Mode: cfg.Sync.Mode, MaxRemovalShare: cfg.Sync.MaxRemovalShare, Timeout: cfg.Sync.Timeout, Schedule: cfg.Sync.Schedule,
+		Jitter: cfg.Sync.Jitter, OnStartup: cfg.Sync.OnStartup, EventsEnabled: cfg.Sync.Events.Enabled,
+		EventsInterval: cfg.Sync.Events.Interval, EventsOverlap: cfg.Sync.Events.Overlap}
+}
+
+// wireSync wires the scheduler, the leader lock, the event poller, and the
+// sync and webhook routes.
 func wireSync(ctx context.Context, d *deps) (feature, error) {
-	return feature{}, nil
+	svc := newSyncService(d)
+	mod := &api.Sync{Log: d.log, Metrics: d.metrics, Service: svc, Store: d.store, Gate: d.gate,
+		Secret: []byte(d.cfg.Webhook.Secret), MaxBody: d.cfg.Webhook.MaxBodyBytes, Background: context.WithoutCancel(ctx)}
+	f := feature{modules: []api.Module{mod}}
+	if !d.cfg.Sync.Enabled {
+		return f, nil
+	}
+	f.background = append(f.background, svc.Loop)
+	// Readiness waits for a first successful sync somewhere: this replica's,
+	// or any replica's recorded run.
+	f.ready = append(f.ready, api.ReadyCheck{Name: "first_sync", Check: func(ctx context.Context) error {
+		select {
+		case <-svc.FirstSync():
+			return nil
+		default:
+		}
+		var ok bool
+		if err := d.store.SysPool().QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM sync_runs WHERE outcome = 'success' AND NOT dry_run)`).Scan(&ok); err != nil || !ok {
+			return errors.New("no successful sync yet")
+		}
+		return nil
+	}})
+	return f, nil
 }

@@ -27,18 +27,18 @@ type Reason string
 
 // Refusal reasons.
 const (
-	Malformed      Reason = "malformed"
-	Oversize       Reason = "oversize"
-	Algorithm      Reason = "algorithm"
-	UnknownKid     Reason = "unknown_kid"
-	Signature      Reason = "signature"
-	Issuer         Reason = "issuer"
-	Audience       Reason = "audience"
-	Expired        Reason = "expired"
-	NotYetValid    Reason = "not_yet_valid"
-	IssuedInFuture Reason = "issued_in_future"
-	TokenType      Reason = "token_type"
-	Revoked        Reason = "revoked"
+	Malformed       Reason = "malformed"
+	Oversize        Reason = "oversize"
+	Algorithm       Reason = "algorithm"
+	UnknownKid      Reason = "unknown_kid"
+	Signature       Reason = "signature"
+	Issuer          Reason = "issuer"
+	Audience        Reason = "audience"
+	Expired         Reason = "expired"
+	NotYetValid     Reason = "not_yet_valid"
+	IssuedInFuture  Reason = "issued_in_future"
+	TokenType       Reason = "token_type"
+	Revoked         Reason = "revoked"
 	KeysUnavailable Reason = "keys_unavailable"
 )
 

@@ -1,0 +1,193 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/keybridge/keybridge/internal/metrics"
+	"github.com/keybridge/keybridge/internal/store"
+	ksync "github.com/keybridge/keybridge/sync"
+)
+
+// Sync serves the sync trigger, the run history and Keycloak webhooks.
+type Sync struct {
+	Log     *slog.Logger
+	Metrics *metrics.Metrics
+	Service *ksync.Service
+	Store   *store.Store
+	Gate    Gatekeeper
+	Secret  []byte
+	MaxBody int64
+	// Background runs full syncs a webhook asks for, without holding the
+	// delivery's request open.
+	Background context.Context
+}
+
+var permSync = []string{"settings.manage", "platform.settings.manage"}
+
+// Register adds the routes.
+func (s *Sync) Register(r gin.IRouter) {
+	r.POST("/v1/sync", s.Gate.Require("sync.trigger", permSync...), s.trigger)
+	r.GET("/v1/sync/runs", s.Gate.Require("sync.runs", append(permSync, "settings.view", "tenant.settings.view")...), s.runs)
+	r.POST("/webhooks/keycloak", s.webhook)
+}
+
+func (s *Sync) trigger(c *gin.Context) {
+	var req struct {
+		DryRun bool   `json:"dry_run"`
+		Force  bool   `json:"force"`
+		Mode   string `json:"mode"`
+	}
+	if c.Request.ContentLength != 0 {
+		if err := decodeJSON(c, &req); err != nil {
+			Error(c, http.StatusBadRequest, "invalid_request", err.Error())
+			return
+		}
+	}
+	if req.Mode != "" && req.Mode != "full" && req.Mode != "additive" {
+		Error(c, http.StatusBadRequest, "invalid_request", "mode: use full or additive")
+		return
+	}
+	res, err := s.Service.Run(c.Request.Context(), ksync.RunOptions{Trigger: "api", DryRun: req.DryRun, Force: req.Force, Mode: req.Mode})
+	switch {
+	case errors.Is(err, ksync.ErrBusy):
+		Error(c, http.StatusConflict, "busy", err.Error())
+	case errors.Is(err, ksync.ErrGuard):
+		c.JSON(http.StatusConflict, gin.H{"error": ErrorDetail{Code: "guard_abort", Message: err.Error()}, "run": res})
+	case err != nil && res == nil:
+		Error(c, http.StatusInternalServerError, "internal", "sync could not start")
+	case err != nil:
+		c.JSON(http.StatusBadGateway, gin.H{"error": ErrorDetail{Code: "sync_failed", Message: "the run failed and applied nothing; see the run record"}, "run": res})
+	default:
+		c.JSON(http.StatusOK, res)
+	}
+}
+
+func (s *Sync) runs(c *gin.Context) {
+	limit := 20
+	if v := c.Query("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 500 {
+			Error(c, http.StatusBadRequest, "invalid_request", "limit: a number from 1 to 500")
+			return
+		}
+		limit = n
+	}
+	runs, err := store.ListRuns(c.Request.Context(), s.Gate.Tx(c), limit)
+	if err != nil {
+		s.Log.ErrorContext(c.Request.Context(), "list runs", "error", err)
+		Error(c, http.StatusInternalServerError, "internal", "internal error")
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"items": runs})
+}
+
+// webhook verifies the HMAC over the raw body before anything else, then
+// deduplicates by delivery uid and event id, then applies the change the
+// same way the event poller does.
+func (s *Sync) webhook(c *gin.Context) {
+	ctx := c.Request.Context()
+	count := func(class, outcome string) { s.Metrics.WebhookEvents.WithLabelValues(class, outcome).Inc() }
+	if len(s.Secret) == 0 {
+		count("unknown", "rejected")
+		Error(c, http.StatusServiceUnavailable, "webhooks_disabled", "webhook.secret is not configured")
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, s.MaxBody))
+	if err != nil {
+		count("unknown", "rejected")
+		Error(c, http.StatusRequestEntityTooLarge, "too_large", "the body exceeds webhook.max_body_bytes")
+		return
+	}
+	if err := ksync.VerifySignature(s.Secret, body, c.GetHeader("X-Keycloak-Signature")); err != nil {
+		count("unknown", "rejected")
+		s.Log.WarnContext(ctx, "webhook refused", "reason", err.Error(), "request_id", RequestID(c))
+		Error(c, http.StatusUnauthorized, "bad_signature", "the signature is missing or does not match")
+		return
+	}
+	w, err := ksync.DecodeWebhook(body)
+	if err != nil {
+		count("unknown", "rejected")
+		Error(c, http.StatusBadRequest, "malformed", err.Error())
+		return
+	}
+	class := w.Class()
+	uid := w.UID
+	if uid == "" {
+		uid = "id:" + w.ID
+	}
+	if w.ID != "" {
+		var dup bool
+		if err := s.Store.SysPool().QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM webhook_deliveries WHERE event_id = $1)`, w.ID).Scan(&dup); err == nil && dup {
+			count(class, "duplicate")
+			c.JSON(http.StatusOK, gin.H{"status": "duplicate"})
+			return
+		}
+	}
+	outcome := "applied"
+	if class == "unknown" {
+		outcome = "ignored"
+	}
+	first, err := store.RecordDelivery(ctx, s.Store.SysPool(), uid, w.ID, w.Type, outcome)
+	if err != nil {
+		count(class, "failed")
+		Error(c, http.StatusServiceUnavailable, "unavailable", "could not record the delivery; retry")
+		return
+	}
+	if !first {
+		count(class, "duplicate")
+		c.JSON(http.StatusOK, gin.H{"status": "duplicate"})
+		return
+	}
+	at := time.UnixMilli(w.Time)
+	if w.Time == 0 {
+		at = time.Now()
+	}
+	switch class {
+	case "admin":
+		full, err := s.Service.ApplyAdminEvent(ctx, w.ResourceType, w.ResourcePath, at, "webhook")
+		if err != nil {
+			_, _ = s.Store.SysPool().Exec(ctx, `DELETE FROM webhook_deliveries WHERE uid = $1`, uid)
+			count(class, "failed")
+			Error(c, http.StatusServiceUnavailable, "unavailable", "could not apply the change; retry")
+			return
+		}
+		if full {
+			go func() {
+				if _, err := s.Service.Run(s.Background, ksync.RunOptions{Trigger: "webhook"}); err != nil && !errors.Is(err, ksync.ErrBusy) {
+					s.Log.WarnContext(s.Background, "webhook-triggered sync failed", "error", err)
+				}
+			}()
+		}
+	case "access":
+		if err := s.Service.ApplyUserEvent(ctx, "w:"+uid, w.Type[len("access."):], w.UserID, w.Error, at); err != nil {
+			count(class, "failed")
+			Error(c, http.StatusServiceUnavailable, "unavailable", "could not apply the event; retry")
+			return
+		}
+	default:
+		count(class, "ignored")
+		c.JSON(http.StatusAccepted, gin.H{"status": "ignored"})
+		return
+	}
+	count(class, "applied")
+	c.JSON(http.StatusOK, gin.H{"status": "applied"})
+}
+
+// OpenAPIPaths documents the sync routes.
+func (s *Sync) OpenAPIPaths() map[string]map[string]any {
+	return map[string]map[string]any{
+		"/v1/sync":      {"post": op("Run a full sync now (dry_run, force, mode)", permSync, "200", "400", "409", "502")},
+		"/v1/sync/runs": {"get": op("Recent sync runs with counts, duration and trigger", permSync, "200")},
+		"/webhooks/keycloak": {"post": map[string]any{"summary": "Signed Keycloak event (HMAC-SHA256 of the body in X-Keycloak-Signature), deduplicated by uid and id",
+			"responses": map[string]any{"200": map[string]any{"description": "applied or duplicate"}, "202": map[string]any{"description": "unknown type, ignored"},
+				"400": map[string]any{"description": "malformed"}, "401": map[string]any{"description": "bad or missing signature"}, "413": map[string]any{"description": "too large"}}}},
+	}
+}

@@ -1,0 +1,183 @@
+package sync
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	gosync "sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/Nerzal/gocloak/v13"
+	"github.com/cenkalti/backoff/v5"
+
+	"github.com/keybridge/keybridge/internal/metrics"
+)
+
+// Keycloak is the admin-API client sync reads with, as the keybridge
+// client's service account. gocloak provides the token and the HTTP client;
+// the endpoints gocloak v13.9.0 lacks (child groups, subGroupCount, admin
+// events, organizations) are called through GetRequestWithBearerAuth here,
+// in this one file.
+type Keycloak struct {
+	gc       *gocloak.GoCloak
+	base     string
+	realm    string
+	clientID string
+	secret   string
+	pageSize int
+	retries  uint
+	metrics  *metrics.Metrics
+
+	mu      gosync.Mutex
+	token   string
+	expires time.Time
+
+	requests atomic.Int64
+}
+
+// KeycloakOptions configure the client.
+type KeycloakOptions struct {
+	URL, Realm, ClientID, ClientSecret string
+	Timeout                            time.Duration
+	PageSize                           int
+	Retries                            int
+	Metrics                            *metrics.Metrics
+}
+
+// NewKeycloak returns a client; it does not dial.
+func NewKeycloak(o KeycloakOptions) *Keycloak {
+	base := strings.TrimRight(o.URL, "/")
+	gc := gocloak.NewClient(base)
+	gc.RestyClient().SetTimeout(o.Timeout)
+	if o.PageSize <= 0 {
+		o.PageSize = 200
+	}
+	return &Keycloak{gc: gc, base: base, realm: o.Realm, clientID: o.ClientID, secret: o.ClientSecret,
+		pageSize: o.PageSize, retries: uint(max(o.Retries, 0)) + 1, metrics: o.Metrics}
+}
+
+// Requests counts admin-API requests made so far.
+func (k *Keycloak) Requests() int64 { return k.requests.Load() }
+
+// ErrUnavailable wraps failures to reach Keycloak.
+var ErrUnavailable = errors.New("keycloak unavailable")
+
+func (k *Keycloak) accessToken(ctx context.Context) (string, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.token != "" && time.Now().Before(k.expires) {
+		return k.token, nil
+	}
+	start := time.Now()
+	jwt, err := k.gc.LoginClient(ctx, k.clientID, k.secret, k.realm)
+	k.observe("token", start, err, 0)
+	if err != nil {
+		return "", fmt.Errorf("%w: service account login: %s", ErrUnavailable, scrub(err))
+	}
+	k.token = jwt.AccessToken
+	// Refresh at three quarters of the lifetime so no request carries a
+	// token that expires on the way.
+	k.expires = time.Now().Add(time.Duration(jwt.ExpiresIn) * time.Second * 3 / 4)
+	return k.token, nil
+}
+
+func (k *Keycloak) observe(op string, start time.Time, err error, status int) {
+	k.requests.Add(1)
+	if k.metrics == nil {
+		return
+	}
+	class := "error"
+	switch {
+	case status >= 500:
+		class = "5xx"
+	case status >= 400:
+		class = "4xx"
+	case status >= 200 && err == nil:
+		class = "2xx"
+	}
+	k.metrics.KeycloakRequests.WithLabelValues(op, class).Inc()
+	k.metrics.KeycloakLatency.WithLabelValues(op).Observe(time.Since(start).Seconds())
+}
+
+// get fetches one admin-API path into out, retrying transient failures
+// (network errors, 5xx, 429) with exponential backoff.
+func (k *Keycloak) get(ctx context.Context, op, path string, q url.Values, out any) error {
+	_, err := backoff.Retry(ctx, func() (struct{}, error) {
+		tok, err := k.accessToken(ctx)
+		if err != nil {
+			return struct{}{}, err
+		}
+		start := time.Now()
+		res, err := k.gc.GetRequestWithBearerAuth(ctx, tok).SetQueryParamsFromValues(q).Get(k.base + "/admin/realms/" + url.PathEscape(k.realm) + path)
+		status := 0
+		if res != nil {
+			status = res.StatusCode()
+		}
+		k.observe(op, start, err, status)
+		switch {
+		case err != nil:
+			return struct{}{}, fmt.Errorf("%w: %s %s: %v", ErrUnavailable, op, path, err)
+		case status == http.StatusUnauthorized:
+			k.mu.Lock()
+			k.token = ""
+			k.mu.Unlock()
+			return struct{}{}, fmt.Errorf("%w: %s: 401", ErrUnavailable, op)
+		case status >= 500 || status == http.StatusTooManyRequests:
+			return struct{}{}, fmt.Errorf("%w: %s %s: status %d", ErrUnavailable, op, path, status)
+		case status == http.StatusNotFound:
+			return struct{}{}, backoff.Permanent(fmt.Errorf("%s %s: %w", op, path, ErrNotFound))
+		case status != http.StatusOK:
+			return struct{}{}, backoff.Permanent(fmt.Errorf("%s %s: status %d", op, path, status))
+		}
+		if err := json.Unmarshal(res.Body(), out); err != nil {
+			return struct{}{}, backoff.Permanent(fmt.Errorf("%s %s: malformed answer: %w", op, path, err))
+		}
+		return struct{}{}, nil
+	}, backoff.WithMaxTries(k.retries), backoff.WithBackOff(fastBackoff()))
+	return err
+}
+
+// ErrNotFound is a 404 from Keycloak: the object is gone.
+var ErrNotFound = errors.New("not found in keycloak")
+
+func fastBackoff() *backoff.ExponentialBackOff {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = 200 * time.Millisecond
+	b.MaxInterval = 2 * time.Second
+	return b
+}
+
+// pages reads an offset-paged list until a short page.
+func pages[T any](ctx context.Context, k *Keycloak, op, path string, q url.Values) ([]T, error) {
+	var all []T
+	for first := 0; ; first += k.pageSize {
+		qq := url.Values{}
+		for key, v := range q {
+			qq[key] = v
+		}
+		qq.Set("first", strconv.Itoa(first))
+		qq.Set("max", strconv.Itoa(k.pageSize))
+		var page []T
+		if err := k.get(ctx, op, path, qq, &page); err != nil {
+			return nil, err
+		}
+		all = append(all, page...)
+		if len(page) < k.pageSize {
+			return all, nil
+		}
+	}
+}
+
+func scrub(err error) string {
+	var ae *gocloak.APIError
+	if errors.As(err, &ae) {
+		return fmt.Sprintf("status %d: %s", ae.Code, ae.Message)
+	}
+	return err.Error()
+}

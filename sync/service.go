@@ -1,0 +1,385 @@
+package sync
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	gosync "sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/robfig/cron/v3"
+
+	"github.com/keybridge/keybridge/internal/audit"
+	"github.com/keybridge/keybridge/internal/metrics"
+	"github.com/keybridge/keybridge/internal/store"
+	"github.com/keybridge/keybridge/mapping"
+)
+
+// Service runs syncs: on demand, on a schedule while leader, and from events.
+type Service struct {
+	KC              *Keycloak
+	Store           *store.Store
+	Engine          func() *mapping.Engine
+	Metrics         *metrics.Metrics
+	Log             *slog.Logger
+	Audit           audit.Recorder
+	Mode            string  // full | additive
+	MaxRemovalShare float64 // guard
+	Timeout         time.Duration
+	Schedule        string
+	Jitter          time.Duration
+	OnStartup       bool
+	EventsEnabled   bool
+	EventsInterval  time.Duration
+	EventsOverlap   time.Duration
+	LeaderRetry     time.Duration // how often a follower tries to become leader
+	Now             func() time.Time
+
+	mu       gosync.Mutex // one run at a time in this process
+	leader   bool
+	leaderMu gosync.Mutex
+	firstOK  chan struct{}
+	once     gosync.Once
+}
+
+// RunOptions describe one run.
+type RunOptions struct {
+	Trigger string // startup, schedule, api, cli, event, webhook
+	DryRun  bool
+	Force   bool
+	Mode    string // overrides Service.Mode when set
+}
+
+// Result is a finished run.
+type Result struct {
+	RunID    int64          `json:"run_id"`
+	Outcome  string         `json:"outcome"` // success, failure, guard_abort, dry_run
+	Error    string         `json:"error,omitempty"`
+	Objects  map[string]int `json:"objects"`
+	Changes  Changes        `json:"changes"`
+	Requests int64          `json:"keycloak_requests"`
+	Duration time.Duration  `json:"duration_ns"`
+	Plan     *Plan          `json:"-"`
+}
+
+// ErrGuard is a plan refused by the deletion guard.
+var ErrGuard = errors.New("deletion guard")
+
+// ErrBusy means another run is in progress in this process.
+var ErrBusy = errors.New("a sync is already running")
+
+func (s *Service) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+func (s *Service) clients() []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, r := range s.Engine().Config().Rules {
+		if r.ClientRole == "" {
+			continue
+		}
+		c := r.ClientRole[:indexByte(r.ClientRole, ':')]
+		if !seen[c] {
+			seen[c] = true
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func indexByte(s string, b byte) int {
+	for i := 0; i < len(s); i++ {
+		if s[i] == b {
+			return i
+		}
+	}
+	return len(s)
+}
+
+// FirstSync is closed after the first successful full run in this process.
+func (s *Service) FirstSync() <-chan struct{} {
+	s.once.Do(func() { s.firstOK = make(chan struct{}) })
+	return s.firstOK
+}
+
+// Run performs one full reconcile: snapshot, plan, guard, apply in one
+// transaction. A failure at any step applies nothing.
+func (s *Service) Run(ctx context.Context, o RunOptions) (*Result, error) {
+	if !s.mu.TryLock() {
+		return nil, ErrBusy
+	}
+	defer s.mu.Unlock()
+	mode := s.Mode
+	if o.Mode != "" {
+		mode = o.Mode
+	}
+	if s.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.Timeout)
+		defer cancel()
+	}
+	start := s.now()
+	res := &Result{Objects: map[string]int{}, Changes: Changes{}}
+	sys := s.Store.SysPool()
+	runID, err := store.StartRun(ctx, sys, o.Trigger, mode, o.DryRun, o.Force, start)
+	if err != nil {
+		return nil, err
+	}
+	res.RunID = runID
+	finish := func(outcome string, runErr error) (*Result, error) {
+		res.Outcome = outcome
+		res.Duration = s.now().Sub(start)
+		if runErr != nil {
+			res.Error = runErr.Error()
+		}
+		if err := store.FinishRun(context.WithoutCancel(ctx), sys, runID, outcome, res.Error, res.Requests, res.Objects, res.Changes, s.now()); err != nil && s.Log != nil {
+			s.Log.ErrorContext(ctx, "record sync run", "error", err)
+		}
+		if s.Metrics != nil {
+			s.Metrics.SyncRuns.WithLabelValues(o.Trigger, outcome).Inc()
+			s.Metrics.SyncDuration.WithLabelValues(o.Trigger).Observe(res.Duration.Seconds())
+		}
+		if s.Log != nil {
+			s.Log.InfoContext(ctx, "sync finished", "run_id", runID, "trigger", o.Trigger, "outcome", outcome, "duration_ms", res.Duration.Milliseconds(),
+				"keycloak_requests", res.Requests, "changes", res.Changes, "error", res.Error)
+		}
+		return res, runErr
+	}
+
+	before := s.KC.Requests()
+	snap, err := s.KC.Snapshot(ctx, SnapshotOptions{Clients: s.clients(), Organizations: s.Engine().Config().Tenant.Organization})
+	res.Requests = s.KC.Requests() - before
+	if err != nil {
+		return finish("failure", fmt.Errorf("read keycloak: %w", err))
+	}
+	res.Objects = map[string]int{"people": len(snap.Users), "teams": len(snap.Groups), "roles": len(snap.Roles), "organizations": len(snap.Orgs)}
+	if s.Metrics != nil {
+		for k, v := range res.Objects {
+			s.Metrics.SyncObjects.WithLabelValues(k).Set(float64(v))
+		}
+	}
+
+	var outcome string
+	err = pgx.BeginFunc(ctx, sys, func(tx pgx.Tx) error {
+		// Serialise applies across replicas and runs: the plan is computed
+		// against the state this transaction will change.
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, applyLockKey); err != nil {
+			return err
+		}
+		cur, err := store.LoadSyncState(ctx, tx)
+		if err != nil {
+			return err
+		}
+		want := Desired(snap, s.Engine(), cur, s.now())
+		plan := Diff(cur, want, mode == "additive")
+		res.Plan, res.Changes = plan, plan.Changes
+		if kind, share := plan.guardTrips(s.MaxRemovalShare); kind != "" && !o.Force {
+			outcome = "guard_abort"
+			if s.Metrics != nil {
+				s.Metrics.SyncGuardAborts.WithLabelValues(kind).Inc()
+			}
+			return fmt.Errorf("%w: the plan deactivates %d of %d %s (%.0f%% > %.0f%%); run with force to apply it",
+				ErrGuard, plan.Removed[kind], plan.Active[kind], kind, share*100, s.MaxRemovalShare*100)
+		}
+		if o.DryRun {
+			outcome = "success"
+			return errDryRun
+		}
+		if plan.Empty() {
+			outcome = "success"
+			return nil
+		}
+		if err := store.ApplySyncPlan(ctx, tx, &plan.SyncPlan); err != nil {
+			return err
+		}
+		outcome = "success"
+		return nil
+	})
+	switch {
+	case errors.Is(err, errDryRun):
+		return finish("success", nil)
+	case errors.Is(err, ErrGuard):
+		return finish("guard_abort", err)
+	case err != nil:
+		return finish("failure", fmt.Errorf("apply: %w", err))
+	}
+	if s.Metrics != nil {
+		for kind, ops := range res.Changes {
+			for op, n := range ops {
+				s.Metrics.SyncChanges.WithLabelValues(kind, op).Add(float64(n))
+			}
+		}
+		s.Metrics.SyncLastSuccess.Set(float64(s.now().Unix()))
+	}
+	s.once.Do(func() { s.firstOK = make(chan struct{}) })
+	select {
+	case <-s.firstOK:
+	default:
+		close(s.firstOK)
+	}
+	return finish(outcome, nil)
+}
+
+var errDryRun = errors.New("dry run: rolled back")
+
+const (
+	applyLockKey  = int64(0x6b62_6170_706c_79) // "kbapply"
+	leaderLockKey = int64(0x6b62_6c65_6164)    // "kblead"
+)
+
+// guardTrips names the first kind whose removal share exceeds max.
+func (p *Plan) guardTrips(max float64) (string, float64) {
+	for _, kind := range []string{"people", "teams", "roles"} {
+		active := p.Active[kind]
+		removed := p.Removed[kind]
+		if removed == 0 {
+			continue
+		}
+		share := float64(removed) / float64(max1(active))
+		if share > max {
+			return kind, share
+		}
+	}
+	return "", 0
+}
+
+func max1(n int) int {
+	if n < 1 {
+		return 1
+	}
+	return n
+}
+
+// Loop runs until ctx ends: it competes for leadership and, while leader,
+// runs the schedule and the event poller. Followers retry the lock.
+func (s *Service) Loop(ctx context.Context) error {
+	retry := s.LeaderRetry
+	if retry <= 0 {
+		retry = 5 * time.Second
+	}
+	for ctx.Err() == nil {
+		held, err := s.lead(ctx)
+		if err != nil && ctx.Err() == nil && s.Log != nil {
+			s.Log.WarnContext(ctx, "sync leadership lost or not acquired", "error", err)
+		}
+		if held {
+			continue // lost leadership: try again at once
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(retry):
+		}
+	}
+	return ctx.Err()
+}
+
+// IsLeader reports leadership.
+func (s *Service) IsLeader() bool {
+	s.leaderMu.Lock()
+	defer s.leaderMu.Unlock()
+	return s.leader
+}
+
+func (s *Service) setLeader(v bool) {
+	s.leaderMu.Lock()
+	changed := s.leader != v
+	s.leader = v
+	s.leaderMu.Unlock()
+	if s.Metrics != nil {
+		if v {
+			s.Metrics.Leader.Set(1)
+		} else {
+			s.Metrics.Leader.Set(0)
+		}
+		if changed {
+			s.Metrics.LeaderTransitions.Inc()
+		}
+	}
+}
+
+// lead holds the advisory lock on a dedicated connection for as long as it
+// can; when the process dies the connection closes and PostgreSQL releases
+// the lock, so another replica takes over.
+func (s *Service) lead(ctx context.Context) (bool, error) {
+	conn, err := s.Store.SysPool().Acquire(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer conn.Release()
+	var got bool
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, leaderLockKey).Scan(&got); err != nil {
+		return false, err
+	}
+	if !got {
+		return false, nil
+	}
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s.setLeader(true)
+	defer s.setLeader(false)
+	defer func() {
+		// Unlock explicitly on a clean exit; the pooled connection lives on.
+		_, _ = conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, leaderLockKey)
+	}()
+	if s.Log != nil {
+		s.Log.InfoContext(ctx, "sync leader")
+	}
+
+	var wg gosync.WaitGroup
+	c := cron.New(cron.WithParser(cron.NewParser(cron.SecondOptional|cron.Minute|cron.Hour|cron.Dom|cron.Month|cron.Dow|cron.Descriptor)),
+		cron.WithChain(cron.SkipIfStillRunning(cron.DiscardLogger)))
+	if _, err := c.AddFunc(s.Schedule, func() {
+		if s.Jitter > 0 {
+			select {
+			case <-lctx.Done():
+				return
+			case <-time.After(rand.N(s.Jitter)):
+			}
+		}
+		if _, err := s.Run(lctx, RunOptions{Trigger: "schedule"}); err != nil && s.Log != nil && !errors.Is(err, ErrBusy) {
+			s.Log.WarnContext(lctx, "scheduled sync failed", "error", err)
+		}
+	}); err != nil {
+		return true, fmt.Errorf("sync.schedule: %w", err)
+	}
+	c.Start()
+	defer func() { <-c.Stop().Done() }()
+	if s.OnStartup {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := s.Run(lctx, RunOptions{Trigger: "startup"}); err != nil && s.Log != nil {
+				s.Log.WarnContext(lctx, "startup sync failed", "error", err)
+			}
+		}()
+	}
+	if s.EventsEnabled {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.pollEvents(lctx)
+		}()
+	}
+	defer wg.Wait()
+	defer cancel()
+	// Watch the lock's connection: if it dies, leadership is gone.
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return true, ctx.Err()
+		case <-tick.C:
+			if err := conn.Ping(ctx); err != nil {
+				return true, fmt.Errorf("leader connection: %w", err)
+			}
+		}
+	}
+}
