@@ -205,8 +205,13 @@ func (s *Service) ApplyAdminEvent(ctx context.Context, resourceType, path string
 		if id == "" {
 			return true, nil
 		}
-		if err := s.RefreshUser(ctx, id); err != nil {
+		known, err := s.RefreshUser(ctx, id)
+		if err != nil {
 			return false, err
+		}
+		if !known {
+			// A new user: memberships, roles and tenant come with a full run.
+			return true, nil
 		}
 		if s.Metrics != nil {
 			s.Metrics.EventApplyLag.WithLabelValues(source).Observe(s.now().Sub(at).Seconds())
@@ -220,13 +225,17 @@ func (s *Service) ApplyAdminEvent(ctx context.Context, resourceType, path string
 
 // RefreshUser re-reads one user and updates its row; a user gone from
 // Keycloak becomes deleted and loses its Keycloak and rule assignments.
-func (s *Service) RefreshUser(ctx context.Context, id string) error {
+func (s *Service) RefreshUser(ctx context.Context, id string) (bool, error) {
 	u, err := s.KC.User(ctx, id)
 	gone := errors.Is(err, ErrNotFound)
 	if err != nil && !gone {
-		return err
+		return false, err
 	}
-	return pgx.BeginFunc(ctx, s.Store.SysPool(), func(tx pgx.Tx) error {
+	known := false
+	err = pgx.BeginFunc(ctx, s.Store.SysPool(), func(tx pgx.Tx) error {
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM people WHERE id = $1)`, id).Scan(&known); err != nil || !known {
+			return err
+		}
 		if gone {
 			if _, err := tx.Exec(ctx, `UPDATE people SET status = 'deleted', deleted_at = coalesce(deleted_at, now()), updated_at = now() WHERE id = $1 AND status <> 'deleted'`, id); err != nil {
 				return err
@@ -254,6 +263,7 @@ func (s *Service) RefreshUser(ctx context.Context, id string) error {
 		_, err := tx.Exec(ctx, `SELECT pg_notify('keybridge_changed', json_build_object('kind', 'person', 'id', $1::text)::text)`, id)
 		return err
 	})
+	return known, err
 }
 
 var eventNS = uuid.MustParse("6f6b2b0e-4b1f-4c1e-9a57-6b6579627269")

@@ -1,0 +1,578 @@
+package sync_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"slices"
+	"sort"
+	"strings"
+	gosync "sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/keybridge/keybridge/internal/api"
+	"github.com/keybridge/keybridge/internal/metrics"
+	"github.com/keybridge/keybridge/internal/store"
+	"github.com/keybridge/keybridge/internal/testenv"
+	"github.com/keybridge/keybridge/mapping"
+	ksync "github.com/keybridge/keybridge/sync"
+)
+
+var demoMapping = mapping.Config{Preset: "fastn", Tenant: mapping.TenantSource{GroupPrefix: "/customers"}, Rules: []mapping.Rule{
+	{RealmRole: "fastn-owner", GrantRole: "Owner"}, {RealmRole: "fastn-admin", GrantRole: "Admin"},
+	{RealmRole: "fastn-developer", GrantRole: "Developer"}, {ClientRole: "portal:developer", GrantRole: "Developer"},
+	{RealmRole: "fastn-operator", GrantRole: "Operator"}, {ClientRole: "portal:operator", GrantRole: "Operator"},
+	{RealmRole: "fastn-viewer", GrantRole: "Viewer"}, {RealmRole: "fastn-enduser", GrantRole: "End User"},
+}}
+
+type fixture struct {
+	kc  testenv.Keycloak
+	db  testenv.Database
+	st  *store.Store
+	svc *ksync.Service
+	m   *metrics.Metrics
+}
+
+func newFixture(t *testing.T, keycloakURL string) *fixture {
+	t.Helper()
+	kc := testenv.RequireKeycloak(t)
+	db := testenv.NewDatabase(t)
+	st, err := store.Open(context.Background(), db.AppURL, db.SyncURL, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	if keycloakURL == "" {
+		keycloakURL = kc.URL
+	}
+	return &fixture{kc: kc, db: db, st: st, m: metrics.New("test", "test"), svc: newService(t, st, kc, keycloakURL)}
+}
+
+func newService(t *testing.T, st *store.Store, kc testenv.Keycloak, url string) *ksync.Service {
+	engine, err := mapping.New(demoMapping)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := metrics.New("test", "test")
+	return &ksync.Service{
+		KC:    ksync.NewKeycloak(ksync.KeycloakOptions{URL: url, Realm: kc.Realm, ClientID: kc.ClientID, ClientSecret: kc.ClientSecret, Timeout: 5 * time.Second, PageSize: 50, Retries: 1, Metrics: m}),
+		Store: st, Engine: func() *mapping.Engine { return engine }, Metrics: m, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Mode: "full", MaxRemovalShare: 0.2, Timeout: time.Minute, Schedule: "@every 1h", EventsInterval: 200 * time.Millisecond,
+		EventsOverlap: 10 * time.Second, LeaderRetry: 300 * time.Millisecond,
+	}
+}
+
+func (f *fixture) run(t *testing.T, o ksync.RunOptions) *ksync.Result {
+	t.Helper()
+	if o.Trigger == "" {
+		o.Trigger = "cli"
+	}
+	res, err := f.svc.Run(context.Background(), o)
+	if err != nil {
+		t.Fatalf("sync: %v", err)
+	}
+	return res
+}
+
+// admin calls Keycloak's admin API as the master admin.
+type admin struct {
+	t   *testing.T
+	kc  testenv.Keycloak
+	tok string
+}
+
+func newAdmin(t *testing.T, kc testenv.Keycloak) *admin {
+	res, err := http.PostForm(kc.URL+"/realms/master/protocol/openid-connect/token", url.Values{"grant_type": {"password"}, "client_id": {"admin-cli"}, "username": {kc.AdminUser}, "password": {kc.AdminPassword}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var out struct {
+		AccessToken string `json:"access_token"`
+	}
+	_ = json.NewDecoder(res.Body).Decode(&out)
+	return &admin{t: t, kc: kc, tok: out.AccessToken}
+}
+
+func (a *admin) do(method, path string, body any, out any) (int, http.Header) {
+	a.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, a.kc.URL+"/admin/realms/"+a.kc.Realm+path, rd)
+	req.Header.Set("Authorization", "Bearer "+a.tok)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	if res.StatusCode >= 300 {
+		a.t.Fatalf("%s %s: %d %s", method, path, res.StatusCode, b)
+	}
+	if out != nil {
+		_ = json.Unmarshal(b, out)
+	}
+	return res.StatusCode, res.Header
+}
+
+func (a *admin) createUser(name string, groups ...string) string {
+	_, h := a.do("POST", "/users", map[string]any{"username": name, "enabled": true, "firstName": "T", "lastName": name, "email": name + "@acme.test", "groups": groups}, nil)
+	loc := h.Get("Location")
+	id := loc[strings.LastIndex(loc, "/")+1:]
+	a.t.Cleanup(func() {
+		req, _ := http.NewRequest("DELETE", a.kc.URL+"/admin/realms/"+a.kc.Realm+"/users/"+id, nil)
+		req.Header.Set("Authorization", "Bearer "+a.tok)
+		if res, err := http.DefaultClient.Do(req); err == nil {
+			res.Body.Close()
+		}
+	})
+	return id
+}
+
+func (f *fixture) query(t *testing.T, sql string, args ...any) []string {
+	t.Helper()
+	rows, err := f.st.SysPool().Query(context.Background(), sql, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func TestFullSyncEqualsKeycloak(t *testing.T) {
+	f := newFixture(t, "")
+	res := f.run(t, ksync.RunOptions{})
+	a := newAdmin(t, f.kc)
+
+	var users []struct {
+		ID, Username string
+		Enabled      bool
+	}
+	a.do("GET", "/users?max=1000&briefRepresentation=true", nil, &users)
+	var want []string
+	for _, u := range users {
+		status := "active"
+		if !u.Enabled {
+			status = "inactive"
+		}
+		want = append(want, u.ID+" "+u.Username+" "+status)
+	}
+	sort.Strings(want)
+	if got := f.query(t, `SELECT id || ' ' || username || ' ' || status FROM people`); !slices.Equal(got, want) {
+		t.Errorf("people:\n got %v\nwant %v", got, want)
+	}
+
+	// Teams: every group with its path and parent, walked through the admin API.
+	var wantTeams, wantMembers []string
+	var walk func(parent string, gs []map[string]any)
+	walk = func(parent string, gs []map[string]any) {
+		for _, g := range gs {
+			id := g["id"].(string)
+			wantTeams = append(wantTeams, fmt.Sprintf("%s %s %s", id, g["path"], parent))
+			var members []struct{ ID string }
+			a.do("GET", "/groups/"+id+"/members?max=1000", nil, &members)
+			for _, m := range members {
+				wantMembers = append(wantMembers, id+" "+m.ID)
+			}
+			var children []map[string]any
+			a.do("GET", "/groups/"+id+"/children?max=1000", nil, &children)
+			walk(id, children)
+		}
+	}
+	var top []map[string]any
+	a.do("GET", "/groups?max=1000", nil, &top)
+	walk("", top)
+	sort.Strings(wantTeams)
+	sort.Strings(wantMembers)
+	if got := f.query(t, `SELECT id || ' ' || path || ' ' || coalesce(parent_id, '') FROM teams`); !slices.Equal(got, wantTeams) {
+		t.Errorf("teams:\n got %v\nwant %v", got, wantTeams)
+	}
+	if got := f.query(t, `SELECT team_id || ' ' || person_id FROM team_members`); !slices.Equal(got, wantMembers) {
+		t.Errorf("memberships:\n got %v\nwant %v", got, wantMembers)
+	}
+
+	// Roles, and each person's effective realm and client roles.
+	var realmRoles []struct{ Name string }
+	a.do("GET", "/roles?max=1000", nil, &realmRoles)
+	var clients []struct{ ID string }
+	a.do("GET", "/clients?clientId=portal", nil, &clients)
+	var portalRoles []struct{ Name string }
+	a.do("GET", "/clients/"+clients[0].ID+"/roles", nil, &portalRoles)
+	var wantRoles []string
+	for _, r := range realmRoles {
+		wantRoles = append(wantRoles, "|"+r.Name)
+	}
+	for _, r := range portalRoles {
+		wantRoles = append(wantRoles, "portal|"+r.Name)
+	}
+	sort.Strings(wantRoles)
+	if got := f.query(t, `SELECT client_id || '|' || name FROM roles WHERE kind = 'keycloak' AND status = 'active'`); !slices.Equal(got, wantRoles) {
+		t.Errorf("roles:\n got %v\nwant %v", got, wantRoles)
+	}
+	for _, u := range users {
+		var eff []struct{ Name string }
+		a.do("GET", "/users/"+u.ID+"/role-mappings/realm/composite", nil, &eff)
+		var effClient []struct{ Name string }
+		a.do("GET", "/users/"+u.ID+"/role-mappings/clients/"+clients[0].ID+"/composite", nil, &effClient)
+		var w []string
+		for _, r := range eff {
+			w = append(w, "|"+r.Name)
+		}
+		for _, r := range effClient {
+			w = append(w, "portal|"+r.Name)
+		}
+		sort.Strings(w)
+		got := f.query(t, `SELECT r.client_id || '|' || r.name FROM role_assignments ra JOIN roles r ON r.id = ra.role_id
+			WHERE ra.person_id = $1 AND ra.source = 'keycloak'`, u.ID)
+		if !slices.Equal(got, w) {
+			t.Errorf("%s effective roles:\n got %v\nwant %v", u.Username, got, w)
+		}
+	}
+	// The preset role each demo user holds through the rules.
+	for user, role := range map[string]string{"alice": "Owner", "adam": "Admin", "dana": "Developer", "oscar": "Operator", "victor": "Viewer", "erin": "End User", "gus": "Developer"} {
+		got := f.query(t, `SELECT r.name || '@' || ra.tenant_id FROM role_assignments ra JOIN roles r ON r.id = ra.role_id JOIN people p ON p.id = ra.person_id
+			WHERE p.username = $1 AND ra.source = 'rule'`, user)
+		if len(got) != 1 || !strings.HasPrefix(got[0], role+"@") {
+			t.Errorf("%s rule roles %v, want %s", user, got, role)
+		}
+	}
+	t.Logf("full sync of the demo realm: %d Keycloak requests, %d users", res.Requests, len(users))
+}
+
+// countWrites installs a counting trigger on every table but sync_runs.
+func countWrites(t *testing.T, f *fixture) func() int {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, f.db.OwnerURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(ctx) })
+	for _, q := range []string{
+		`CREATE TABLE test_writes (n bigint NOT NULL)`,
+		`INSERT INTO test_writes VALUES (0)`,
+		`CREATE FUNCTION test_count() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$ BEGIN UPDATE test_writes SET n = n + 1; RETURN NULL; END $$`,
+	} {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, table := range []string{"tenants", "people", "tenant_members", "teams", "team_members", "roles", "role_permissions", "role_composites", "role_assignments", "audit_log", "sync_state", "webhook_deliveries"} {
+		if _, err := conn.Exec(ctx, fmt.Sprintf(`CREATE TRIGGER test_count AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION test_count()`, table)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return func() int {
+		var n int
+		if err := conn.QueryRow(ctx, `SELECT n FROM test_writes`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+}
+
+func TestNoChangeSyncWritesOnlyItsRunRecord(t *testing.T) {
+	f := newFixture(t, "")
+	f.run(t, ksync.RunOptions{})
+	writes := countWrites(t, f)
+	runsBefore := len(f.query(t, `SELECT id::text FROM sync_runs`))
+	res := f.run(t, ksync.RunOptions{})
+	if n := writes(); n != 0 || len(res.Changes) != 0 {
+		t.Errorf("a sync with no change wrote %d rows (changes %v)", n, res.Changes)
+	}
+	if runs := len(f.query(t, `SELECT id::text FROM sync_runs`)); runs != runsBefore+1 {
+		t.Errorf("run records %d -> %d", runsBefore, runs)
+	}
+	t.Logf("no-change re-sync: 0 row writes besides its run record, %s", res.Duration)
+}
+
+// flaky is a proxy in front of the real Keycloak that fails every admin
+// request after the first `after`, or answers empty lists.
+type flaky struct {
+	after atomic.Int64
+	n     atomic.Int64
+	empty atomic.Bool
+}
+
+func (fl *flaky) server(t *testing.T, target string) *httptest.Server {
+	u, _ := url.Parse(target)
+	proxy := httputil.NewSingleHostReverseProxy(u)
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "/admin/") {
+			n := fl.n.Add(1)
+			if a := fl.after.Load(); a > 0 && n > a {
+				hj, ok := w.(http.Hijacker)
+				if ok {
+					c, _, _ := hj.Hijack()
+					c.Close() // as if Keycloak died mid-request
+					return
+				}
+			}
+			if fl.empty.Load() && (strings.HasSuffix(r.URL.Path, "/users") || strings.HasSuffix(r.URL.Path, "/groups") || strings.HasSuffix(r.URL.Path, "/roles")) && r.URL.Query().Get("idpAlias") == "" {
+				w.Header().Set("Content-Type", "application/json")
+				_, _ = w.Write([]byte("[]"))
+				return
+			}
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+func TestKeycloakDyingMidSyncAppliesNothingAndTheNextRunConverges(t *testing.T) {
+	kc := testenv.RequireKeycloak(t)
+	fl := &flaky{}
+	srv := fl.server(t, kc.URL)
+	f := newFixture(t, srv.URL)
+	for _, after := range []int64{3, 9, 17, 25} {
+		fl.n.Store(0)
+		fl.after.Store(after)
+		before, _ := store.LoadSyncState(context.Background(), f.st.SysPool())
+		res, err := f.svc.Run(context.Background(), ksync.RunOptions{Trigger: "cli"})
+		if err == nil || res.Outcome != "failure" {
+			t.Fatalf("cut after %d requests: run did not fail: %+v %v", after, res, err)
+		}
+		after2, _ := store.LoadSyncState(context.Background(), f.st.SysPool())
+		if len(after2.People) != len(before.People) || len(after2.Assignments) != len(before.Assignments) {
+			t.Fatalf("a failed run applied changes")
+		}
+	}
+	fl.after.Store(0)
+	res := f.run(t, ksync.RunOptions{})
+	if res.Outcome != "success" || len(f.query(t, `SELECT id FROM people`)) < 11 {
+		t.Fatalf("next run did not converge: %+v", res)
+	}
+	runs := f.query(t, `SELECT outcome FROM sync_runs`)
+	if strings.Count(strings.Join(runs, ","), "failure") != 4 {
+		t.Errorf("failed runs not recorded: %v", runs)
+	}
+}
+
+func TestDeletionGuardRefusesAnEmptiedRealm(t *testing.T) {
+	kc := testenv.RequireKeycloak(t)
+	fl := &flaky{}
+	srv := fl.server(t, kc.URL)
+	f := newFixture(t, srv.URL)
+	f.run(t, ksync.RunOptions{})
+	fl.empty.Store(true)
+	res, err := f.svc.Run(context.Background(), ksync.RunOptions{Trigger: "cli"})
+	if err == nil || res.Outcome != "guard_abort" || !strings.Contains(err.Error(), "deletion guard") {
+		t.Fatalf("guard did not trip: %+v %v", res, err)
+	}
+	if active := f.query(t, `SELECT id FROM people WHERE status <> 'deleted'`); len(active) < 11 {
+		t.Fatalf("guard aborted but %d people remain active", len(active))
+	}
+	res = f.run(t, ksync.RunOptions{Force: true})
+	if deleted := f.query(t, `SELECT id FROM people WHERE status = 'deleted'`); len(deleted) < 11 || res.Outcome != "success" {
+		t.Fatalf("forced run: %d deleted, %+v", len(deleted), res)
+	}
+	if n := f.query(t, `SELECT id FROM people`); len(n) < 11 {
+		t.Errorf("people were hard-deleted")
+	}
+}
+
+func TestAdditiveModeNeverDeactivates(t *testing.T) {
+	kc := testenv.RequireKeycloak(t)
+	fl := &flaky{}
+	srv := fl.server(t, kc.URL)
+	f := newFixture(t, srv.URL)
+	f.run(t, ksync.RunOptions{})
+	fl.empty.Store(true)
+	res := f.run(t, ksync.RunOptions{Mode: "additive", Force: true})
+	if deleted := f.query(t, `SELECT id FROM people WHERE status = 'deleted'`); len(deleted) != 0 || res.Outcome != "success" {
+		t.Fatalf("additive run deactivated %d people", len(deleted))
+	}
+}
+
+// waitFor polls until cond holds and returns how long it took.
+func waitFor(t *testing.T, what string, limit time.Duration, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for time.Since(start) < limit {
+		if cond() {
+			return time.Since(start)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s: not seen within %s", what, limit)
+	return 0
+}
+
+func TestEventPollerAppliesChangesWithinSeconds(t *testing.T) {
+	f := newFixture(t, "")
+	f.run(t, ksync.RunOptions{})
+	a := newAdmin(t, f.kc)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	f.svc.EventsEnabled = true
+	go func() { _ = f.svc.Loop(ctx) }()
+	waitFor(t, "leadership", 10*time.Second, f.svc.IsLeader)
+	time.Sleep(500 * time.Millisecond) // the poller's first cursor
+
+	id := a.createUser("evt-" + fmt.Sprint(time.Now().UnixNano()%100000))
+	var grp []struct{ ID, Path string }
+	a.do("GET", "/groups?search=support&max=10", nil, &grp)
+	var lat []time.Duration
+	lat = append(lat, waitFor(t, "created user synced", 15*time.Second, func() bool {
+		return len(f.query(t, `SELECT id FROM people WHERE id = $1`, id)) == 1
+	}))
+	var u map[string]any
+	a.do("GET", "/users/"+id, nil, &u)
+	u["enabled"] = false
+	a.do("PUT", "/users/"+id, u, nil)
+	lat = append(lat, waitFor(t, "disable", 15*time.Second, func() bool {
+		return len(f.query(t, `SELECT id FROM people WHERE id = $1 AND status = 'inactive'`, id)) == 1
+	}))
+	u["firstName"] = "Renamed"
+	a.do("PUT", "/users/"+id, u, nil)
+	lat = append(lat, waitFor(t, "rename", 15*time.Second, func() bool {
+		return len(f.query(t, `SELECT id FROM people WHERE id = $1 AND first_name = 'Renamed'`, id)) == 1
+	}))
+	var role map[string]any
+	a.do("GET", "/roles/fastn-viewer", nil, &role)
+	a.do("POST", "/users/"+id+"/role-mappings/realm", []any{role}, nil)
+	lat = append(lat, waitFor(t, "realm role added", 15*time.Second, func() bool {
+		return len(f.query(t, `SELECT ra.id::text FROM role_assignments ra JOIN roles r ON r.id = ra.role_id WHERE ra.person_id = $1 AND r.name = 'fastn-viewer'`, id)) == 1
+	}))
+	a.do("DELETE", "/users/"+id+"/role-mappings/realm", []any{role}, nil)
+	lat = append(lat, waitFor(t, "realm role removed", 15*time.Second, func() bool {
+		return len(f.query(t, `SELECT ra.id::text FROM role_assignments ra JOIN roles r ON r.id = ra.role_id WHERE ra.person_id = $1 AND r.name = 'fastn-viewer'`, id)) == 0
+	}))
+	a.do("DELETE", "/users/"+id, nil, nil)
+	lat = append(lat, waitFor(t, "delete", 15*time.Second, func() bool {
+		return len(f.query(t, `SELECT id FROM people WHERE id = $1 AND status = 'deleted'`, id)) == 1
+	}))
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	median := lat[len(lat)/2]
+	t.Logf("event poller median latency: %s over %d changes (max %s)", median, len(lat), lat[len(lat)-1])
+	if median > 5*time.Second {
+		t.Errorf("median %s exceeds 5s", median)
+	}
+}
+
+type openGate struct{}
+
+func (openGate) Require(string, ...string) gin.HandlerFunc { return func(c *gin.Context) { c.Next() } }
+func (openGate) Tx(*gin.Context) pgx.Tx                    { return nil }
+func (openGate) Grant(*gin.Context) *mapping.Grant         { return nil }
+func (openGate) Platform(*gin.Context) bool                { return false }
+
+func TestSignedWebhookAppliesOnceAndForgeriesNothing(t *testing.T) {
+	f := newFixture(t, "")
+	f.run(t, ksync.RunOptions{})
+	a := newAdmin(t, f.kc)
+	secret := []byte("hook-secret")
+	mod := &api.Sync{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: f.m, Service: f.svc, Store: f.st, Gate: openGate{},
+		Secret: secret, MaxBody: 64 << 10, Background: context.Background()}
+	h := (&api.Server{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: f.m, Modules: []api.Module{mod}}).Handler()
+	post := func(body []byte, sig string) int {
+		req := httptest.NewRequest("POST", "/webhooks/keycloak", bytes.NewReader(body))
+		if sig != "" {
+			req.Header.Set("X-Keycloak-Signature", sig)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec.Code
+	}
+	var users []map[string]any
+	a.do("GET", "/users?username=erin&exact=true", nil, &users)
+	id := users[0]["id"].(string)
+	users[0]["enabled"] = false
+	a.do("PUT", "/users/"+id, users[0], nil)
+	t.Cleanup(func() { users[0]["enabled"] = true; a.do("PUT", "/users/"+id, users[0], nil) })
+	body, _ := json.Marshal(map[string]any{"type": "admin.USER-UPDATE", "uid": "d-1", "id": "e-1", "time": time.Now().UnixMilli(),
+		"resourceType": "USER", "operationType": "UPDATE", "resourcePath": "users/" + id, "representation": `{"enabled":true}`})
+	forged := []struct {
+		name string
+		sig  string
+		body []byte
+	}{
+		{"missing signature", "", body},
+		{"wrong secret", ksync.Sign([]byte("guess"), body), body},
+		{"truncated", ksync.Sign(secret, body)[:20], body},
+		{"signature of another body", ksync.Sign(secret, []byte("{}")), body},
+	}
+	for _, fg := range forged {
+		if code := post(fg.body, fg.sig); code != 401 {
+			t.Errorf("%s: %d, want 401", fg.name, code)
+		}
+	}
+	if got := f.query(t, `SELECT status FROM people WHERE id = $1`, id); got[0] != "active" {
+		t.Fatalf("a forged delivery changed erin: %v", got)
+	}
+	if code := post(body, ksync.Sign(secret, body)); code != 200 {
+		t.Fatalf("signed delivery: %d", code)
+	}
+	if got := f.query(t, `SELECT status FROM people WHERE id = $1`, id); got[0] != "inactive" {
+		t.Fatalf("signed delivery not applied: %v (the representation said enabled, Keycloak says disabled)", got)
+	}
+	// Replay: same uid; and same event id under a new uid.
+	if code := post(body, ksync.Sign(secret, body)); code != 200 {
+		t.Errorf("replay: %d", code)
+	}
+	replay2 := bytes.Replace(body, []byte(`"d-1"`), []byte(`"d-2"`), 1)
+	post(replay2, ksync.Sign(secret, replay2))
+	if n := f.query(t, `SELECT uid FROM webhook_deliveries`); len(n) != 1 {
+		t.Errorf("deliveries recorded %v, want the first only", n)
+	}
+	unknown := []byte(`{"type":"custom.THING","uid":"d-3"}`)
+	if code := post(unknown, ksync.Sign(secret, unknown)); code != 202 {
+		t.Errorf("unknown type: %d, want 202", code)
+	}
+	if code := post([]byte("{not json"), ksync.Sign(secret, []byte("{not json"))); code != 400 {
+		t.Errorf("malformed: %d", code)
+	}
+	big := bytes.Repeat([]byte("a"), 70<<10)
+	if code := post(big, ksync.Sign(secret, big)); code != 413 {
+		t.Errorf("oversize: %d", code)
+	}
+}
+
+func TestOneLeaderAndTakeover(t *testing.T) {
+	f := newFixture(t, "")
+	other := newService(t, f.st, f.kc, f.kc.URL)
+	ctx1, cancel1 := context.WithCancel(context.Background())
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	var wg gosync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = f.svc.Loop(ctx1) }()
+	go func() { defer wg.Done(); _ = other.Loop(ctx2) }()
+	waitFor(t, "a leader", 10*time.Second, func() bool { return f.svc.IsLeader() || other.IsLeader() })
+	time.Sleep(time.Second)
+	if f.svc.IsLeader() == other.IsLeader() {
+		t.Fatalf("leaders: %v %v", f.svc.IsLeader(), other.IsLeader())
+	}
+	leader, follower, stop := f.svc, other, cancel1
+	if other.IsLeader() {
+		leader, follower, stop = other, f.svc, cancel2
+	}
+	_ = leader
+	stop()
+	took := waitFor(t, "takeover", 10*time.Second, follower.IsLeader)
+	t.Logf("takeover after the leader stopped: %s", took)
+	cancel1()
+	cancel2()
+	wg.Wait()
+}
