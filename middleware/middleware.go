@@ -164,6 +164,9 @@ func (m *Middleware) begin(r *http.Request, action string, anyOf []string) (cont
 			return
 		}
 		_ = tx.Rollback(c)
+		if m.AuditSuccess {
+			audit(g, "failure", "handler answered "+strconv.Itoa(status), status)
+		}
 	}
 	return ctx, done, nil
 }

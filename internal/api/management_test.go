@@ -139,6 +139,7 @@ var demoRules = mapping.Config{
 	Rules: []mapping.Rule{
 		{RealmRole: "fastn-owner", GrantRole: "Owner"}, {RealmRole: "fastn-admin", GrantRole: "Admin"},
 		{RealmRole: "fastn-developer", GrantRole: "Developer"}, {RealmRole: "fastn-operator", GrantRole: "Operator"},
+		{ClientRole: "portal:developer", GrantRole: "Developer"}, {ClientRole: "portal:operator", GrantRole: "Operator"},
 		{RealmRole: "fastn-viewer", GrantRole: "Viewer"}, {RealmRole: "fastn-enduser", GrantRole: "End User"},
 	},
 }

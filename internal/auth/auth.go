@@ -199,7 +199,7 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Token, error) {
 		return nil, refuse(Oversize, "%d bytes", len(raw))
 	}
 	parts := strings.Split(raw, ".")
-	if len(parts) != 3 || parts[2] == "" {
+	if len(parts) != 3 {
 		return nil, refuse(Malformed, "not a compact JWS")
 	}
 	hb, err := base64.RawURLEncoding.DecodeString(parts[0])
@@ -211,7 +211,10 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Token, error) {
 		return nil, refuse(Malformed, "header is not JSON")
 	}
 	if !slices.Contains(v.opt.Algorithms, h.Alg) {
-		return nil, refuse(Algorithm, "alg %q is not allowed", h.Alg)
+		return nil, refuse(Algorithm, "alg %q is not allowed", truncate(h.Alg, 16))
+	}
+	if parts[2] == "" {
+		return nil, refuse(Signature, "no signature")
 	}
 	algs := make([]jose.SignatureAlgorithm, len(v.opt.Algorithms))
 	for i, a := range v.opt.Algorithms {

@@ -1,0 +1,416 @@
+package api_test
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/keybridge/keybridge/config"
+	"github.com/keybridge/keybridge/internal/api"
+	"github.com/keybridge/keybridge/internal/auth"
+	"github.com/keybridge/keybridge/internal/directory"
+	"github.com/keybridge/keybridge/internal/identity"
+	"github.com/keybridge/keybridge/internal/metrics"
+	"github.com/keybridge/keybridge/internal/ratelimit"
+	"github.com/keybridge/keybridge/internal/store"
+	"github.com/keybridge/keybridge/internal/testenv"
+	"github.com/keybridge/keybridge/mapping"
+	ksync "github.com/keybridge/keybridge/sync"
+)
+
+type decEnv struct {
+	kc       testenv.Keycloak
+	st       *store.Store
+	dir      *directory.Directory
+	svc      *ksync.Service
+	m        *metrics.Metrics
+	h        http.Handler
+	verifier *auth.Verifier
+	now      time.Time
+}
+
+func newDecEnv(t *testing.T, jwksURL string) *decEnv {
+	t.Helper()
+	kc := testenv.RequireKeycloak(t)
+	db := testenv.NewDatabase(t)
+	ctx := context.Background()
+	st, err := store.Open(ctx, db.AppURL, db.SyncURL, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	engine, err := mapping.New(demoRules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := metrics.New("test", "test")
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	e := &decEnv{kc: kc, st: st, m: m}
+	e.svc = &ksync.Service{KC: ksync.NewKeycloak(ksync.KeycloakOptions{URL: kc.URL, Realm: kc.Realm, ClientID: kc.ClientID, ClientSecret: kc.ClientSecret, Timeout: 5 * time.Second, Retries: 1}),
+		Store: st, Engine: func() *mapping.Engine { return engine }, Log: log, Mode: "full", MaxRemovalShare: 0.5, Timeout: time.Minute,
+		EventsInterval: 200 * time.Millisecond, EventsOverlap: 10 * time.Second}
+	if _, err := e.svc.Run(ctx, ksync.RunOptions{Trigger: "cli"}); err != nil {
+		t.Fatal(err)
+	}
+	e.dir = &directory.Directory{Pool: st.SysPool(), Base: engine, Log: log, Interval: time.Minute}
+	if err := e.dir.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	opt := auth.Options{Issuer: kc.URL + "/realms/" + kc.Realm, Audiences: []string{"keybridge"}, Algorithms: []string{"RS256"},
+		Leeway: 5 * time.Second, MaxTokenBytes: 16 << 10, RefreshInterval: 30 * time.Second, JWKSURL: jwksURL,
+		Now: func() time.Time {
+			if !e.now.IsZero() {
+				return e.now
+			}
+			return time.Now()
+		}}
+	e.verifier, err = auth.NewVerifier(ctx, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := &identity.Resolver{Verifier: e.verifier, Dir: e.dir, MaxCache: 100,
+		OnRefuse: func(ctx context.Context, r auth.Reason, err error) { m.TokenFailures.WithLabelValues(string(r)).Inc() }}
+	dec := &api.Decisions{Log: log, Metrics: m, Identify: res, Engine: e.dir.Engine, Audit: &memAudit{},
+		Clients: []config.Client{{ID: "api", Secret: "api-secret"}}, MaxBatch: 100,
+		ForwardAuth: config.ForwardAuth{Default: "deny", Headers: config.ForwardHeaders{User: "X-Auth-User", Tenant: "X-Auth-Tenant", Roles: "X-Auth-Roles"},
+			Routes: []config.Route{{Path: "/public/**", Public: true}, {Methods: []string{"GET"}, Path: "/workflows/**", AnyOf: []string{"workflows.read"}},
+				{Methods: []string{"POST"}, Path: "/workflows/*/deploy", AnyOf: []string{"workflows.deploy_prod"}}}},
+		PerSubject: &ratelimit.Limiter{}, PerClient: &ratelimit.Limiter{}}
+	e.h = (&api.Server{Log: log, Metrics: m, Modules: []api.Module{dec}}).Handler()
+	return e
+}
+
+var tokenCache = map[string]string{}
+
+func userToken(t *testing.T, kc testenv.Keycloak, realm, client, user string) string {
+	t.Helper()
+	key := realm + "/" + client + "/" + user
+	if tok, ok := tokenCache[key]; ok {
+		return tok
+	}
+	res, err := http.PostForm(kc.URL+"/realms/"+realm+"/protocol/openid-connect/token", url.Values{"grant_type": {"password"}, "client_id": {client}, "username": {user}, "password": {kc.UserPassword}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var out struct {
+		AccessToken string `json:"access_token"`
+	}
+	b, _ := io.ReadAll(res.Body)
+	if json.Unmarshal(b, &out); out.AccessToken == "" {
+		t.Fatalf("token for %s: %s", key, b)
+	}
+	tokenCache[key] = out.AccessToken
+	return out.AccessToken
+}
+
+func (e *decEnv) introspect(t *testing.T, token string) map[string]any {
+	t.Helper()
+	req := httptest.NewRequest("POST", "/oauth2/introspect", strings.NewReader(url.Values{"token": {token}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth("api", "api-secret")
+	rec := httptest.NewRecorder()
+	e.h.ServeHTTP(rec, req)
+	if rec.Code != 200 {
+		t.Fatalf("introspect: %d %s", rec.Code, rec.Body)
+	}
+	var out map[string]any
+	_ = json.Unmarshal(rec.Body.Bytes(), &out)
+	if out["active"] == false && strings.TrimSpace(rec.Body.String()) != `{"active":false}` {
+		t.Fatalf("inactive answer is not exactly {\"active\":false}: %s", rec.Body)
+	}
+	return out
+}
+
+func TestIntrospectionOfEveryDemoUser(t *testing.T) {
+	e := newDecEnv(t, "")
+	want := map[string]struct {
+		role   string
+		tenant string
+		count  int
+	}{
+		"alice": {"Owner", "acme", 39}, "adam": {"Admin", "acme", 39}, "dana": {"Developer", "acme", 34}, "oscar": {"Operator", "acme", 18},
+		"victor": {"Viewer", "acme", 7}, "erin": {"End User", "acme", 9},
+		"gina": {"Owner", "globex", 39}, "gus": {"Developer", "globex", 34}, "ella": {"End User", "globex", 9},
+	}
+	for user, w := range want {
+		t.Run(user, func(t *testing.T) {
+			out := e.introspect(t, userToken(t, e.kc, e.kc.Realm, e.kc.PublicClientID, user))
+			roles, _ := out["roles"].([]any)
+			perms, _ := out["permissions"].([]any)
+			if out["active"] != true || out["tenant_id"] != w.tenant || len(roles) == 0 || roles[0] != w.role || len(perms) != w.count {
+				t.Errorf("%s: %v", user, out)
+			}
+			for _, k := range []string{"sub", "exp", "iat", "iss", "aud", "client_id", "username", "token_type", "jti", "scope"} {
+				if _, ok := out[k]; !ok {
+					t.Errorf("%s: RFC 7662 field %s missing", user, k)
+				}
+			}
+		})
+	}
+	if code := httptest.NewRecorder(); true {
+		req := httptest.NewRequest("POST", "/oauth2/introspect", strings.NewReader("token=x"))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		e.h.ServeHTTP(code, req)
+		if code.Code != 401 {
+			t.Errorf("unauthenticated introspection caller: %d", code.Code)
+		}
+	}
+}
+
+func b64(v any) string {
+	b, _ := json.Marshal(v)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func TestBadTokensIntrospectInactiveWithAReasonInMetrics(t *testing.T) {
+	e := newDecEnv(t, "")
+	good := userToken(t, e.kc, e.kc.Realm, e.kc.PublicClientID, "dana")
+	parts := strings.Split(good, ".")
+	var claims map[string]any
+	raw, _ := base64.RawURLEncoding.DecodeString(parts[1])
+	_ = json.Unmarshal(raw, &claims)
+	hdr, _ := base64.RawURLEncoding.DecodeString(parts[0])
+	var header map[string]any
+	_ = json.Unmarshal(hdr, &header)
+
+	// HS256 signed with the realm's RSA public key as the HMAC secret.
+	res, err := http.Get(e.kc.URL + "/realms/" + e.kc.Realm + "/protocol/openid-connect/certs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	hsHeader := b64(map[string]any{"alg": "HS256", "typ": "JWT", "kid": header["kid"]})
+	mac := hmac.New(sha256.New, pub)
+	mac.Write([]byte(hsHeader + "." + parts[1]))
+	hs256 := hsHeader + "." + parts[1] + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
+
+	flipped := []byte(good)
+	flipped[len(parts[0])+10] ^= 1
+
+	cases := []struct {
+		name   string
+		token  string
+		reason string
+	}{
+		{"one byte altered", string(flipped), ""},
+		{"alg none", b64(map[string]any{"alg": "none", "typ": "JWT"}) + "." + parts[1] + ".", "algorithm"},
+		{"HS256 with the public key", hs256, "algorithm"},
+		{"another audience", userToken(t, e.kc, e.kc.Realm, "admin-cli", "dana"), "audience"},
+		{"another realm", userToken(t, e.kc, "other", "fastn-app", "mallory"), "unknown_kid"},
+		{"oversize", good + strings.Repeat("A", 20000), "oversize"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var before float64
+			if c.reason != "" {
+				before = testutil.ToFloat64(e.m.TokenFailures.WithLabelValues(c.reason))
+			}
+			if out := e.introspect(t, c.token); out["active"] != false {
+				t.Fatalf("accepted: %v", out)
+			}
+			if c.reason != "" && testutil.ToFloat64(e.m.TokenFailures.WithLabelValues(c.reason)) != before+1 {
+				t.Errorf("reason %s not counted", c.reason)
+			}
+		})
+	}
+	t.Run("expired", func(t *testing.T) {
+		e.now = time.Now().Add(10 * time.Minute)
+		defer func() { e.now = time.Time{} }()
+		if out := e.introspect(t, good); out["active"] != false {
+			t.Fatalf("expired token accepted")
+		}
+		if testutil.ToFloat64(e.m.TokenFailures.WithLabelValues("expired")) < 1 {
+			t.Error("expired not counted")
+		}
+	})
+}
+
+func TestChecksAnswerInOrderWithSession(t *testing.T) {
+	e := newDecEnv(t, "")
+	tok := userToken(t, e.kc, e.kc.Realm, e.kc.PublicClientID, "dana")
+	do := func(body string) (int, map[string]any) {
+		req := httptest.NewRequest("POST", "/v1/check", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		rec := httptest.NewRecorder()
+		e.h.ServeHTTP(rec, req)
+		var out map[string]any
+		_ = json.Unmarshal(rec.Body.Bytes(), &out)
+		return rec.Code, out
+	}
+	code, out := do(`{"permission":"workflows.deploy_prod","resource":{"type":"workflow","id":"w1","tenant":"acme"}}`)
+	sess, _ := out["session"].(map[string]any)
+	if code != 200 || out["allowed"] != true || sess["app.tenant_id"] != "acme" || sess["app.role"] != "Developer" || sess["app.user_id"] == "" {
+		t.Fatalf("single check: %d %v", code, out)
+	}
+	code, out = do(`{"checks":[{"permission":"billing.manage"},{"any_of":["settings.manage","workflows.read"]},{"permission":"workflows.read","resource":{"tenant":"globex"}}]}`)
+	results, _ := out["results"].([]any)
+	if code != 200 || len(results) != 3 {
+		t.Fatalf("batch: %d %v", code, out)
+	}
+	got := []bool{results[0].(map[string]any)["allowed"].(bool), results[1].(map[string]any)["allowed"].(bool), results[2].(map[string]any)["allowed"].(bool)}
+	if !slices.Equal(got, []bool{false, true, false}) {
+		t.Errorf("batch answers %v, want [false true false]", got)
+	}
+	big := `{"checks":[` + strings.TrimSuffix(strings.Repeat(`{"permission":"workflows.read"},`, 101), ",") + `]}`
+	if code, _ := do(big); code != 400 {
+		t.Errorf("101 checks: %d, want 400", code)
+	}
+	if code, _ := do(`{"permission":"x","bogus":1}`); code != 400 {
+		t.Errorf("unknown field: %d", code)
+	}
+}
+
+func TestForwardAuthPaths(t *testing.T) {
+	e := newDecEnv(t, "")
+	dana := userToken(t, e.kc, e.kc.Realm, e.kc.PublicClientID, "dana")
+	victor := userToken(t, e.kc, e.kc.Realm, e.kc.PublicClientID, "victor")
+	tests := []struct {
+		name, method, uri, token string
+		want                     int
+	}{
+		{"public", "GET", "/public/logo.png", "", 200},
+		{"no token", "GET", "/workflows/1", "", 401},
+		{"reader reads", "GET", "/workflows/1", victor, 200},
+		{"viewer cannot deploy", "POST", "/workflows/1/deploy", victor, 403},
+		{"developer deploys", "POST", "/workflows/1/deploy", dana, 200},
+		{"unmapped route denied", "GET", "/admin", dana, 403},
+		{"dot-dot does not escape", "GET", "/public/../workflows/1", "", 401},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := httptest.NewRequest("GET", "/v1/forward-auth", nil)
+			req.Header.Set("X-Forwarded-Method", tt.method)
+			req.Header.Set("X-Forwarded-Uri", tt.uri)
+			if tt.token != "" {
+				req.Header.Set("Authorization", "Bearer "+tt.token)
+			}
+			rec := httptest.NewRecorder()
+			e.h.ServeHTTP(rec, req)
+			if rec.Code != tt.want {
+				t.Fatalf("%d, want %d: %s", rec.Code, tt.want, rec.Body)
+			}
+			if tt.want == 200 && tt.token != "" && (rec.Header().Get("X-Auth-Tenant") != "acme" || rec.Header().Get("X-Auth-User") == "") {
+				t.Errorf("identity headers: %v", rec.Header())
+			}
+		})
+	}
+}
+
+func TestKeycloakDownTokensStillVerify(t *testing.T) {
+	kc := testenv.RequireKeycloak(t)
+	target, _ := url.Parse(kc.URL)
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.URL.Scheme, r.URL.Host, r.Host = target.Scheme, target.Host, target.Host
+		res, err := http.DefaultTransport.RoundTrip(r)
+		if err != nil {
+			w.WriteHeader(502)
+			return
+		}
+		defer res.Body.Close()
+		w.WriteHeader(res.StatusCode)
+		_, _ = io.Copy(w, res.Body)
+	}))
+	e := newDecEnv(t, proxy.URL+"/realms/"+kc.Realm+"/protocol/openid-connect/certs")
+	tok := userToken(t, kc, kc.Realm, kc.PublicClientID, "alice")
+	proxy.Close() // Keycloak is now unreachable for keybridge
+	if out := e.introspect(t, tok); out["active"] != true {
+		t.Fatalf("valid token inactive while Keycloak is down: %v", out)
+	}
+}
+
+func TestDisabledUserTokenTurnsInactive(t *testing.T) {
+	e := newDecEnv(t, "")
+	a := newKCAdmin(t, e.kc)
+	tok := userToken(t, e.kc, e.kc.Realm, e.kc.PublicClientID, "ella")
+	if out := e.introspect(t, tok); out["active"] != true {
+		t.Fatalf("ella inactive before: %v", out)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = e.dir.Run(ctx) }()
+	e.svc.EventsEnabled = true
+	e.svc.Schedule = "@every 1h"
+	e.svc.LeaderRetry = 200 * time.Millisecond
+	go func() { _ = e.svc.Loop(ctx) }()
+	for i := 0; i < 100 && !e.svc.IsLeader(); i++ {
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond)
+	id := a.setEnabled("ella", false)
+	t.Cleanup(func() { a.setEnabledID(id, true) })
+	start := time.Now()
+	for time.Since(start) < 10*time.Second {
+		if out := e.introspect(t, tok); out["active"] == false {
+			t.Logf("disabled user's token inactive after %s (event poll interval 200ms)", time.Since(start))
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatal("token of a disabled user still active after 10s")
+}
+
+type kcAdmin struct {
+	t   *testing.T
+	kc  testenv.Keycloak
+	tok string
+}
+
+func newKCAdmin(t *testing.T, kc testenv.Keycloak) *kcAdmin {
+	res, err := http.PostForm(kc.URL+"/realms/master/protocol/openid-connect/token", url.Values{"grant_type": {"password"}, "client_id": {"admin-cli"}, "username": {kc.AdminUser}, "password": {kc.AdminPassword}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var out struct {
+		AccessToken string `json:"access_token"`
+	}
+	_ = json.NewDecoder(res.Body).Decode(&out)
+	return &kcAdmin{t: t, kc: kc, tok: out.AccessToken}
+}
+
+func (a *kcAdmin) call(method, path string, body io.Reader) []byte {
+	req, _ := http.NewRequest(method, a.kc.URL+"/admin/realms/"+a.kc.Realm+path, body)
+	req.Header.Set("Authorization", "Bearer "+a.tok)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	if res.StatusCode >= 300 {
+		a.t.Fatalf("%s %s: %d %s", method, path, res.StatusCode, b)
+	}
+	return b
+}
+
+func (a *kcAdmin) setEnabled(user string, on bool) string {
+	var us []map[string]any
+	_ = json.Unmarshal(a.call("GET", "/users?exact=true&username="+user, nil), &us)
+	id := us[0]["id"].(string)
+	a.setEnabledID(id, on)
+	return id
+}
+
+func (a *kcAdmin) setEnabledID(id string, on bool) {
+	var u map[string]any
+	_ = json.Unmarshal(a.call("GET", "/users/"+id, nil), &u)
+	u["enabled"] = on
+	b, _ := json.Marshal(u)
+	a.call("PUT", "/users/"+id, strings.NewReader(string(b)))
+}
