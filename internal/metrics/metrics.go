@@ -3,7 +3,9 @@
 package metrics
 
 import (
+	"regexp"
 	"runtime"
+	"sort"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -12,6 +14,7 @@ import (
 // Metrics holds the collectors; pass it to the components that update them.
 type Metrics struct {
 	Registry *prometheus.Registry
+	own      []prometheus.Collector
 
 	// Sync.
 	SyncRuns          *prometheus.CounterVec   // trigger, outcome
@@ -113,10 +116,34 @@ func New(version, revision string) *Metrics {
 		m.KeycloakRequests, m.KeycloakLatency, m.WebhookEvents, m.KeycloakEvents, m.EventApplyLag, m.Leader, m.LeaderTransitions,
 		m.HTTPRequests, m.HTTPDuration, m.Decisions, m.TokenFailures, m.TokensVerified, m.JWKSRefreshes, m.RateLimited,
 		m.AuditQueueDepth, m.AuditDropped, m.AuditWritten, m.AuditWriteErrors, m.DatabaseUp, m.BuildInfo,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {
 		f(c)
+		m.own = append(m.own, c)
 	}
+	f(collectors.NewGoCollector())
+	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.BuildInfo.WithLabelValues(version, revision, runtime.Version()).Set(1)
 	return m
+}
+
+var fqName = regexp.MustCompile(`fqName: "([^"]+)"`)
+
+// Names lists every keybridge metric name, whether or not a series exists
+// yet: dashboards and alerts are checked against it.
+func (m *Metrics) Names() []string {
+	ch := make(chan *prometheus.Desc, 64)
+	go func() {
+		for _, c := range m.own {
+			c.Describe(ch)
+		}
+		close(ch)
+	}()
+	var out []string
+	for d := range ch {
+		if mm := fqName.FindStringSubmatch(d.String()); mm != nil {
+			out = append(out, mm[1])
+		}
+	}
+	sort.Strings(out)
+	return out
 }
