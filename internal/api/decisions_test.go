@@ -42,7 +42,7 @@ type decEnv struct {
 	now      time.Time
 }
 
-func newDecEnv(t *testing.T, jwksURL string) *decEnv {
+func newDecEnv(t testing.TB, jwksURL string) *decEnv {
 	t.Helper()
 	kc := testenv.RequireKeycloak(t)
 	db := testenv.NewDatabase(t)
@@ -81,7 +81,7 @@ func newDecEnv(t *testing.T, jwksURL string) *decEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res := &identity.Resolver{Verifier: e.verifier, Dir: e.dir, MaxCache: 100,
+	res := &identity.Resolver{Verifier: &auth.Cached{Next: e.verifier, Size: 1000, Now: opt.Now}, Dir: e.dir, MaxCache: 100,
 		OnRefuse: func(ctx context.Context, r auth.Reason, err error) { m.TokenFailures.WithLabelValues(string(r)).Inc() }}
 	dec := &api.Decisions{Log: log, Metrics: m, Identify: res, Engine: e.dir.Engine, Audit: &memAudit{},
 		Clients: []config.Client{{ID: "api", Secret: "api-secret"}}, MaxBatch: 100,
@@ -95,7 +95,7 @@ func newDecEnv(t *testing.T, jwksURL string) *decEnv {
 
 var tokenCache = map[string]string{}
 
-func userToken(t *testing.T, kc testenv.Keycloak, realm, client, user string) string {
+func userToken(t testing.TB, kc testenv.Keycloak, realm, client, user string) string {
 	t.Helper()
 	key := realm + "/" + client + "/" + user
 	if tok, ok := tokenCache[key]; ok {
@@ -413,4 +413,10 @@ func (a *kcAdmin) setEnabledID(id string, on bool) {
 	u["enabled"] = on
 	b, _ := json.Marshal(u)
 	a.call("PUT", "/users/"+id, strings.NewReader(string(b)))
+}
+
+func newDecEnvB(b *testing.B) *decEnv { return newDecEnv(b, "") }
+
+func userTokenB(b *testing.B, e *decEnv) string {
+	return userToken(b, e.kc, e.kc.Realm, e.kc.PublicClientID, "dana")
 }

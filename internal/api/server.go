@@ -116,6 +116,9 @@ func (s *Server) requestID(c *gin.Context) {
 	c.Next()
 }
 
+// hotRoutes are the decision endpoints applications call on every request.
+var hotRoutes = map[string]bool{"/v1/check": true, "/oauth2/introspect": true, "/v1/forward-auth": true}
+
 // RequestID returns the request's id.
 func RequestID(c *gin.Context) string { return c.GetString(requestIDKey) }
 
@@ -134,8 +137,16 @@ func (s *Server) observe(c *gin.Context) {
 		return
 	}
 	level := slog.LevelInfo
-	if status >= 500 {
+	switch {
+	case status >= 500:
 		level = slog.LevelError
+	case status < 400 && hotRoutes[route]:
+		// Successful decisions run thousands a second: their volume is in
+		// the metrics, their lines only at debug. Refusals stay at info.
+		level = slog.LevelDebug
+	}
+	if !s.Log.Enabled(c.Request.Context(), level) {
+		return
 	}
 	s.Log.Log(c.Request.Context(), level, "http request", "request_id", RequestID(c), "method", c.Request.Method,
 		"route", route, "status", status, "duration_ms", float64(d.Microseconds())/1000, "client_ip", c.ClientIP())
