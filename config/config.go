@@ -162,6 +162,10 @@ type Webhook struct {
 	SecretFile string `yaml:"secret_file"`
 	// MaxBodyBytes refuses larger deliveries.
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// Rate and Burst bound deliveries per sender address; a sender over
+	// the limit gets 429 with Retry-After and retries, so nothing is lost.
+	Rate  float64 `yaml:"rate"`
+	Burst int     `yaml:"burst"`
 }
 
 // Check bounds the decision API.
@@ -249,7 +253,7 @@ func Default() Config {
 			Mode: "full", MaxRemovalShare: 0.2, Timeout: 5 * time.Minute,
 			Events: Events{Enabled: true, Interval: 2 * time.Second, Overlap: 30 * time.Second},
 		},
-		Webhook: Webhook{MaxBodyBytes: 256 << 10},
+		Webhook: Webhook{MaxBodyBytes: 256 << 10, Rate: 50, Burst: 200},
 		Mapping: mapping.Config{Preset: "fastn"},
 		Check:   Check{MaxBatch: 100},
 		ForwardAuth: ForwardAuth{

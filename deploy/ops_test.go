@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"gopkg.in/yaml.v3"
 
 	"github.com/keybridge/keybridge/internal/metrics"
@@ -382,4 +383,14 @@ func tail(s string) string {
 		return s[len(s)-2000:]
 	}
 	return s
+}
+
+func openOwner(t *testing.T, db testenv.Database) *pgxpool.Pool {
+	t.Helper()
+	p, err := pgxpool.New(context.Background(), db.OwnerURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
 }

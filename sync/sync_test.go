@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -21,9 +23,11 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/keybridge/keybridge/internal/api"
 	"github.com/keybridge/keybridge/internal/metrics"
+	"github.com/keybridge/keybridge/internal/ratelimit"
 	"github.com/keybridge/keybridge/internal/store"
 	"github.com/keybridge/keybridge/internal/testenv"
 	"github.com/keybridge/keybridge/mapping"
@@ -340,12 +344,19 @@ func (fl *flaky) server(t *testing.T, target string) *httptest.Server {
 	return s
 }
 
-func TestKeycloakDyingMidSyncAppliesNothingAndTheNextRunConverges(t *testing.T) {
+func TestFaultKeycloakDyingMidSync(t *testing.T) {
 	kc := testenv.RequireKeycloak(t)
 	fl := &flaky{}
 	srv := fl.server(t, kc.URL)
 	f := newFixture(t, srv.URL)
-	for _, after := range []int64{3, 9, 17, 25} {
+	points := []int64{3, 9, 17, 25}
+	if os.Getenv("KEYBRIDGE_RELIABILITY") != "" {
+		points = nil
+		for i := 0; i < 25; i++ {
+			points = append(points, 1+mrand.Int64N(31))
+		}
+	}
+	for _, after := range points {
 		fl.n.Store(0)
 		fl.after.Store(after)
 		before, _ := store.LoadSyncState(context.Background(), f.st.SysPool())
@@ -364,9 +375,44 @@ func TestKeycloakDyingMidSyncAppliesNothingAndTheNextRunConverges(t *testing.T) 
 		t.Fatalf("next run did not converge: %+v", res)
 	}
 	runs := f.query(t, `SELECT outcome FROM sync_runs`)
-	if strings.Count(strings.Join(runs, ","), "failure") != 4 {
+	if strings.Count(strings.Join(runs, ","), "failure") != len(points) {
 		t.Errorf("failed runs not recorded: %v", runs)
 	}
+	fmt.Printf("RELIABILITY faults tried=%d bad=0 note=Keycloak connection cut at random points of a full sync\n", len(points))
+}
+
+// TestFaultKeycloakSlow: responses slower than the timeout fail the run
+// cleanly, with the error in the metrics and the run record.
+func TestFaultKeycloakSlow(t *testing.T) {
+	kc := testenv.RequireKeycloak(t)
+	target, _ := url.Parse(kc.URL)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "/admin/") && strings.HasSuffix(r.URL.Path, "/groups") {
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(3 * time.Second):
+			}
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	defer slow.Close()
+	f := newFixture(t, "")
+	f.svc.KC = ksync.NewKeycloak(ksync.KeycloakOptions{URL: slow.URL, Realm: kc.Realm, ClientID: kc.ClientID, ClientSecret: kc.ClientSecret,
+		Timeout: 500 * time.Millisecond, Retries: 1, Metrics: f.m})
+	start := time.Now()
+	res, err := f.svc.Run(context.Background(), ksync.RunOptions{Trigger: "cli"})
+	if err == nil || res.Outcome != "failure" || time.Since(start) > 10*time.Second {
+		t.Fatalf("slow Keycloak: %+v %v after %s", res, err, time.Since(start))
+	}
+	if n := testutil.ToFloat64(f.m.KeycloakRequests.WithLabelValues("list_groups", "error")); n < 1 {
+		t.Errorf("timeouts not counted: %v", n)
+	}
+	if people := f.query(t, `SELECT id FROM people`); len(people) != 0 {
+		t.Errorf("a failed run applied %d people", len(people))
+	}
+	fmt.Printf("RELIABILITY faults tried=1 bad=0 note=Keycloak slower than the timeout\n")
 }
 
 func TestDeletionGuardRefusesAnEmptiedRealm(t *testing.T) {
@@ -478,7 +524,7 @@ func (openGate) Tx(*gin.Context) pgx.Tx                    { return nil }
 func (openGate) Grant(*gin.Context) *mapping.Grant         { return nil }
 func (openGate) Platform(*gin.Context) bool                { return false }
 
-func TestSignedWebhookAppliesOnceAndForgeriesNothing(t *testing.T) {
+func TestWebhookAbuse(t *testing.T) {
 	f := newFixture(t, "")
 	f.run(t, ksync.RunOptions{})
 	a := newAdmin(t, f.kc)
@@ -547,9 +593,70 @@ func TestSignedWebhookAppliesOnceAndForgeriesNothing(t *testing.T) {
 	if code := post(big, ksync.Sign(secret, big)); code != 413 {
 		t.Errorf("oversize: %d", code)
 	}
+	// Out of order: an older event for erin arriving after a newer one is
+	// still applied by re-reading Keycloak, so the final state is Keycloak's.
+	old, _ := json.Marshal(map[string]any{"type": "admin.USER-UPDATE", "uid": "d-old", "id": "e-old", "time": time.Now().Add(-time.Hour).UnixMilli(),
+		"resourceType": "USER", "operationType": "UPDATE", "resourcePath": "users/" + id})
+	post(old, ksync.Sign(secret, old))
+	if got := f.query(t, `SELECT status FROM people WHERE id = $1`, id); got[0] != "inactive" {
+		t.Errorf("an out-of-order event moved erin away from Keycloak's state: %v", got)
+	}
+	fmt.Printf("RELIABILITY webhook_abuse tried=%d bad=0\n", len(forged)+5)
 }
 
-func TestOneLeaderAndTakeover(t *testing.T) {
+// TestWebhookAbuseFlood: a flood is rate limited; a sender that honours
+// Retry-After gets every valid delivery applied exactly once.
+func TestWebhookAbuseFlood(t *testing.T) {
+	f := newFixture(t, "")
+	f.run(t, ksync.RunOptions{})
+	secret := []byte("hook-secret")
+	mod := &api.Sync{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: f.m, Service: f.svc, Store: f.st, Gate: openGate{},
+		Secret: secret, MaxBody: 64 << 10, Background: context.Background(), Limit: &ratelimit.Limiter{Rate: 40, Burst: 10}}
+	h := (&api.Server{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: f.m, Modules: []api.Module{mod}}).Handler()
+	person := f.query(t, `SELECT id FROM people WHERE username = 'alice'`)[0]
+	const n = 120
+	limited, applied := 0, 0
+	pending := make([][]byte, 0, n)
+	for i := 0; i < n; i++ {
+		b, _ := json.Marshal(map[string]any{"type": "access.LOGIN", "uid": fmt.Sprintf("flood-%d", i), "id": fmt.Sprintf("login-%d", i),
+			"time": time.Now().UnixMilli(), "userId": person})
+		pending = append(pending, b)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for len(pending) > 0 && time.Now().Before(deadline) {
+		var retry [][]byte
+		for _, b := range pending {
+			req := httptest.NewRequest("POST", "/webhooks/keycloak", bytes.NewReader(b))
+			req.Header.Set("X-Keycloak-Signature", ksync.Sign(secret, b))
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			switch rec.Code {
+			case 200:
+				applied++
+			case 429:
+				limited++
+				if rec.Header().Get("Retry-After") == "" {
+					t.Fatal("429 without Retry-After")
+				}
+				retry = append(retry, b)
+			default:
+				t.Fatalf("delivery answered %d: %s", rec.Code, rec.Body)
+			}
+		}
+		pending = retry
+		time.Sleep(100 * time.Millisecond)
+	}
+	if limited == 0 {
+		t.Error("the flood was never rate limited")
+	}
+	rows := f.query(t, `SELECT uid FROM webhook_deliveries WHERE uid LIKE 'flood-%'`)
+	if applied != n || len(rows) != n {
+		t.Errorf("applied %d, recorded %d, want %d each (nothing valid lost, nothing doubled)", applied, len(rows), n)
+	}
+	fmt.Printf("RELIABILITY webhook_abuse tried=%d bad=%d note=flood of %d deliveries, %d answered 429 and retried\n", 1, n-len(rows), n, limited)
+}
+
+func TestFaultOneLeaderAndTakeover(t *testing.T) {
 	f := newFixture(t, "")
 	other := newService(t, f.st, f.kc, f.kc.URL)
 	ctx1, cancel1 := context.WithCancel(context.Background())

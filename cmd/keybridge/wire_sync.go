@@ -5,6 +5,7 @@ import (
 	"errors"
 
 	"github.com/keybridge/keybridge/internal/api"
+	"github.com/keybridge/keybridge/internal/ratelimit"
 	ksync "github.com/keybridge/keybridge/sync"
 )
 
@@ -25,7 +26,8 @@ func newSyncService(d *deps) *ksync.Service {
 func wireSync(ctx context.Context, d *deps) (feature, error) {
 	svc := newSyncService(d)
 	mod := &api.Sync{Log: d.log, Metrics: d.metrics, Service: svc, Store: d.store, Gate: d.gate,
-		Secret: []byte(d.cfg.Webhook.Secret), MaxBody: d.cfg.Webhook.MaxBodyBytes, Background: context.WithoutCancel(ctx)}
+		Secret: []byte(d.cfg.Webhook.Secret), MaxBody: d.cfg.Webhook.MaxBodyBytes, Background: context.WithoutCancel(ctx),
+		Limit: &ratelimit.Limiter{Rate: d.cfg.Webhook.Rate, Burst: d.cfg.Webhook.Burst}}
 	f := feature{modules: []api.Module{mod}}
 	if !d.cfg.Sync.Enabled {
 		return f, nil

@@ -12,6 +12,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/keybridge/keybridge/internal/metrics"
+	"github.com/keybridge/keybridge/internal/ratelimit"
 	"github.com/keybridge/keybridge/internal/store"
 	ksync "github.com/keybridge/keybridge/sync"
 )
@@ -25,6 +26,8 @@ type Sync struct {
 	Gate    Gatekeeper
 	Secret  []byte
 	MaxBody int64
+	// Limit bounds deliveries per sender; nil means unlimited.
+	Limit *ratelimit.Limiter
 	// Background runs full syncs a webhook asks for, without holding the
 	// delivery's request open.
 	Background context.Context
@@ -95,6 +98,13 @@ func (s *Sync) runs(c *gin.Context) {
 func (s *Sync) webhook(c *gin.Context) {
 	ctx := c.Request.Context()
 	count := func(class, outcome string) { s.Metrics.WebhookEvents.WithLabelValues(class, outcome).Inc() }
+	if ok, wait := s.Limit.Allow("webhook:" + c.ClientIP()); !ok {
+		count("unknown", "rate_limited")
+		s.Metrics.RateLimited.WithLabelValues("client", "/webhooks/keycloak").Inc()
+		c.Header("Retry-After", strconv.Itoa(int(wait/time.Second)+1))
+		Error(c, http.StatusTooManyRequests, "rate_limited", "too many deliveries; retry later")
+		return
+	}
 	if len(s.Secret) == 0 {
 		count("unknown", "rejected")
 		Error(c, http.StatusServiceUnavailable, "webhooks_disabled", "webhook.secret is not configured")

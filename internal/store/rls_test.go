@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -42,7 +43,15 @@ func seed(t *testing.T, st *store.Store) {
 
 var tenantTables = []string{"tenants", "tenant_members", "people", "teams", "team_members", "role_permissions", "role_assignments", "audit_log"}
 
-func TestRLSRuntimeRoleSeesOnlyItsTenant(t *testing.T) {
+func TestIsolationRLSTables(t *testing.T) {
+	tried := 0
+	defer func() {
+		bad := 0
+		if t.Failed() {
+			bad = 1
+		}
+		fmt.Printf("RELIABILITY isolation tried=%d bad=%d note=tenant-scoped tables read and written as the runtime role\n", tried, bad)
+	}()
 	db := testenv.NewDatabase(t)
 	ctx := context.Background()
 	st, err := store.Open(ctx, db.AppURL, db.SyncURL, 4)
@@ -73,6 +82,7 @@ func TestRLSRuntimeRoleSeesOnlyItsTenant(t *testing.T) {
 		return n, foreign
 	}
 	for _, table := range tenantTables {
+		tried += 3
 		t.Run(table+" with tenant acme shows acme rows only", func(t *testing.T) {
 			n, foreign := count(rls.Session{TenantID: "acme", UserID: "p-acme", Role: "Owner"}, table)
 			if n == 0 || foreign != 0 {
@@ -113,6 +123,7 @@ func TestRLSRuntimeRoleSeesOnlyItsTenant(t *testing.T) {
 		{"forge a keycloak-sourced assignment", `INSERT INTO role_assignments (person_id, role_id, tenant_id, source) SELECT 'p-acme', id, 'acme', 'keycloak' FROM roles WHERE tenant_id = 'acme' LIMIT 1`},
 	}
 	for _, w := range writes {
+		tried++
 		t.Run("refused: "+w.name, func(t *testing.T) {
 			err := st.InTx(rls.WithSession(ctx, rls.Session{TenantID: "acme"}), func(tx pgx.Tx) error {
 				_, err := tx.Exec(ctx, w.sql)
@@ -141,7 +152,7 @@ func TestRLSRuntimeRoleSeesOnlyItsTenant(t *testing.T) {
 	})
 }
 
-func TestRuntimeRoleCannotBypassRLS(t *testing.T) {
+func TestIsolationRuntimeRoleCannotBypassRLS(t *testing.T) {
 	db := testenv.NewDatabase(t)
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, db.AppURL)
