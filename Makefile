@@ -12,6 +12,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 REVISION  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.revision=$(REVISION)
 FUZZTIME  ?= 10s
+RELIABILITY_FUZZTIME ?= 60s
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@2025.1.1
 
 # Loads the environment deploy/local/up wrote (URLs, credentials).
@@ -70,8 +71,9 @@ bench: up build ## benchmarks with their references (make bench BENCH=Decide for
 reliability: up build ## hostile tokens, forged webhooks, long fuzzing, injected faults, tenant isolation: prints a summary
 	deploy/local/reset-realm
 	$(WITH_ENV) $(BIN) migrate up
-	$(WITH_ENV) CI=$${CI:-true} KEYBRIDGE_RELIABILITY=1 $(GO) test -count=1 -p 1 -timeout 60m -run 'Reliability|Attack|Abuse|Fault|Isolation|Secret' -v ./... 2>&1 | tee $(LOCAL)/reliability.log | grep -E '^(--- |FAIL|ok|PASS|RELIABILITY)' || true
-	FUZZTIME=$${FUZZTIME:-60s} scripts/fuzz-all $${FUZZTIME:-60s} | tee -a $(LOCAL)/reliability.log
+	$(WITH_ENV) CI=$${CI:-true} KEYBRIDGE_RELIABILITY=1 $(GO) test -count=1 -p 1 -timeout 60m -run 'Reliability|Attack|Abuse|Fault|Isolation|Secret' -v ./... 2>&1 > $(LOCAL)/reliability.log 2>&1 && rc=0 || rc=$$?; \
+	  grep -E '^(--- |FAIL|ok|RELIABILITY)' $(LOCAL)/reliability.log || true; [ $$rc -eq 0 ] || echo "reliability tests failed (log: $(LOCAL)/reliability.log)"
+	scripts/fuzz-all $(RELIABILITY_FUZZTIME) | tee -a $(LOCAL)/reliability.log
 	@scripts/reliability-summary $(LOCAL)/reliability.log
 
 .PHONY: lint
