@@ -62,7 +62,9 @@ type Result struct {
 	Changes  Changes        `json:"changes"`
 	Requests int64          `json:"keycloak_requests"`
 	Duration time.Duration  `json:"duration_ns"`
-	Plan     *Plan          `json:"-"`
+	// Phases times snapshot, plan and apply.
+	Phases map[string]time.Duration `json:"phases_ns"`
+	Plan   *Plan                    `json:"-"`
 }
 
 // ErrGuard is a plan refused by the deletion guard.
@@ -148,7 +150,7 @@ func (s *Service) Run(ctx context.Context, o RunOptions) (*Result, error) {
 		}
 		if s.Log != nil {
 			s.Log.InfoContext(ctx, "sync finished", "run_id", runID, "trigger", o.Trigger, "outcome", outcome, "duration_ms", res.Duration.Milliseconds(),
-				"keycloak_requests", res.Requests, "changes", res.Changes, "error", res.Error)
+				"keycloak_requests", res.Requests, "changes", res.Changes, "phases", res.Phases, "error", res.Error)
 		}
 		return res, runErr
 	}
@@ -166,8 +168,10 @@ func (s *Service) Run(ctx context.Context, o RunOptions) (*Result, error) {
 		}
 	}
 
+	res.Phases = map[string]time.Duration{"snapshot": s.now().Sub(start)}
 	var outcome string
 	err = pgx.BeginFunc(ctx, sys, func(tx pgx.Tx) error {
+		t0 := s.now()
 		// Serialise applies across replicas and runs: the plan is computed
 		// against the state this transaction will change.
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, applyLockKey); err != nil {
@@ -179,6 +183,9 @@ func (s *Service) Run(ctx context.Context, o RunOptions) (*Result, error) {
 		}
 		want := Desired(snap, s.Engine(), cur, s.now())
 		plan := Diff(cur, want, mode == "additive")
+		res.Phases["plan"] = s.now().Sub(t0)
+		t0 = s.now()
+		defer func() { res.Phases["apply"] = s.now().Sub(t0) }()
 		res.Plan, res.Changes = plan, plan.Changes
 		if kind, share := plan.guardTrips(s.MaxRemovalShare); kind != "" && !o.Force {
 			outcome = "guard_abort"

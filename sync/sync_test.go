@@ -683,3 +683,11 @@ func TestFaultOneLeaderAndTakeover(t *testing.T) {
 	cancel2()
 	wg.Wait()
 }
+
+func openStoreB(b *testing.B, db testenv.Database) (*store.Store, error) {
+	st, err := store.Open(context.Background(), db.AppURL, db.SyncURL, 8)
+	if err == nil {
+		b.Cleanup(st.Close)
+	}
+	return st, err
+}
