@@ -11,7 +11,6 @@ import (
 	"github.com/keybridge/keybridge/config/presets"
 )
 
-// presetFile is the shape of config/presets/*.yaml.
 type presetFile struct {
 	Name             string           `yaml:"name"`
 	Categories       []presetCategory `yaml:"categories"`
@@ -29,15 +28,14 @@ type presetCategory struct {
 
 type presetRole struct {
 	Name        string   `yaml:"name"`
-	Kind        string   `yaml:"kind"` // pseudo roles: authenticated or public
+	Kind        string   `yaml:"kind"` // pseudo: authenticated | public
 	Description string   `yaml:"description"`
 	Bypass      string   `yaml:"bypass"`
-	Permissions []string `yaml:"permissions"` // names, "category.*" or "*"
+	Permissions []string `yaml:"permissions"`
 }
 
-// Policy reserves the permissions under a prefix for holders of one role,
-// whatever else the caller holds: Endatix's platform.* stays behind
-// PlatformAdmin even for a tenant Admin, whose bypass would otherwise pass.
+// Policy restricts permissions under a prefix to holders of one role, even
+// against bypass roles: Endatix's platform.* behind PlatformAdmin.
 type Policy struct {
 	Prefix      string `yaml:"prefix" json:"prefix"`
 	RequireRole string `yaml:"require_role" json:"require_role"`
@@ -57,25 +55,23 @@ func loadPreset(name string) (*presetFile, error) {
 	return &p, nil
 }
 
-// Category is a permission category and its actions, for a UI that draws
-// one row per category and one checkbox per action.
+// Category is a permission category and its actions, for a UI.
 type Category struct {
 	Name        string   `json:"name"`
 	Actions     []string `json:"actions"`
-	Permissions []string `json:"permissions"` // category.action, in action order
+	Permissions []string `json:"permissions"`
 }
 
-// Catalog is every permission an engine knows, grouped by category.
+// Catalog is every permission, grouped by category.
 type Catalog struct {
 	Preset      string     `json:"preset"`
 	Categories  []Category `json:"categories"`
-	Permissions []string   `json:"permissions"` // sorted
+	Permissions []string   `json:"permissions"`
 }
 
-// expand turns a role's permission patterns ("*", "forms.*", exact names)
-// into catalog permissions, sorted. A pattern that matches nothing is an
-// error: in preset data it is a typo.
-func expand(patterns []string, catalog []string, known func(string) bool) ([]string, error) {
+// expand turns role permission patterns ("*", "forms.*", exact names) into
+// catalog permissions.
+func expand(patterns []string, catalog []string, known map[string]bool) ([]string, error) {
 	set := map[string]bool{}
 	for _, p := range patterns {
 		switch {
@@ -96,8 +92,8 @@ func expand(patterns []string, catalog []string, known func(string) bool) ([]str
 				return nil, fmt.Errorf("pattern %q matches no permission", p)
 			}
 		default:
-			if !known(p) {
-				return nil, fmt.Errorf("%w %q", ErrUnknownPermission, p)
+			if !known[p] {
+				return nil, fmt.Errorf("unknown permission %q", p)
 			}
 			set[p] = true
 		}

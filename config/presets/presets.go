@@ -1,7 +1,6 @@
-// Package presets ships keybridge's permission presets as data, one YAML file
-// each: a catalog (categories and actions), system and pseudo roles, and
-// policies. Keeping them out of code lets a reviewer check a preset against
-// its seed document line by line; package mapping compiles them.
+// Package presets ships keybridge's permission presets as data: each file is
+// a catalog (categories, actions, extra permissions), system and pseudo
+// roles, and policies. `mapping.preset` in the config selects one.
 package presets
 
 import (
@@ -14,29 +13,18 @@ import (
 //go:embed *.yaml
 var files embed.FS
 
-// Get returns the YAML of the preset called name.
+// Get returns the YAML of a preset by name.
 func Get(name string) ([]byte, error) {
-	// embed.FS would also resolve "dir/../fastn"; a preset is a bare name.
-	if name == "" || strings.ContainsAny(name, `/\.`) {
-		return nil, unknown(name)
-	}
 	b, err := files.ReadFile(name + ".yaml")
 	if err != nil {
-		return nil, unknown(name)
+		return nil, fmt.Errorf("unknown preset %q: use one of %s", name, strings.Join(Names(), ", "))
 	}
 	return b, nil
 }
 
-func unknown(name string) error {
-	return fmt.Errorf("unknown preset %q: use one of %s", name, strings.Join(Names(), ", "))
-}
-
-// Names lists the shipped presets, sorted.
+// Names lists the shipped presets.
 func Names() []string {
-	entries, err := files.ReadDir(".")
-	if err != nil {
-		return nil // cannot happen: the directory is compiled in
-	}
+	entries, _ := files.ReadDir(".")
 	var out []string
 	for _, e := range entries {
 		if n, ok := strings.CutSuffix(e.Name(), ".yaml"); ok {
