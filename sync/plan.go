@@ -237,8 +237,15 @@ type Plan struct {
 }
 
 // Diff computes the plan. In additive mode nothing is deactivated or removed.
-func Diff(cur, want *store.SyncState, additive bool) *Plan {
+//
+// People named in keep are never deactivated or stripped by this plan: they
+// were written after the snapshot was read.
+func Diff(cur, want *store.SyncState, additive bool, keep ...string) *Plan {
 	p := &Plan{Changes: Changes{}, Removed: map[string]int{}, Active: map[string]int{}}
+	kept := map[string]bool{}
+	for _, id := range keep {
+		kept[id] = true
+	}
 
 	// Tenants.
 	curT := map[string]store.TenantRow{}
@@ -284,7 +291,7 @@ func Diff(cur, want *store.SyncState, additive bool) *Plan {
 		}
 	}
 	for _, x := range cur.People {
-		if !seen[x.ID] && x.Status != "deleted" && !additive {
+		if !seen[x.ID] && x.Status != "deleted" && !additive && !kept[x.ID] {
 			x.Status = "deleted"
 			p.People = append(p.People, x)
 			p.Changes.add("people", "deactivate", 1)
@@ -364,6 +371,10 @@ func Diff(cur, want *store.SyncState, additive bool) *Plan {
 	p.AddAssignments, p.DelAssignments = setDiff(cur.Assignments, want.Assignments, func(a store.AssignmentRow) string {
 		return a.Person + "\x00" + a.Role + "\x00" + a.Tenant + "\x00" + a.Source + "\x00" + a.Ref
 	})
+	unkept := func(m store.MemberRow) bool { return !kept[m.Person] }
+	p.DelTenantMembers = filter(p.DelTenantMembers, unkept)
+	p.DelTeamMembers = filter(p.DelTeamMembers, unkept)
+	p.DelAssignments = filter(p.DelAssignments, func(a store.AssignmentRow) bool { return !kept[a.Person] })
 	// A team membership whose tenant changed is an update, not a removal.
 	p.DelTeamMembers = subtract(p.DelTeamMembers, p.AddTeamMembers, func(m store.MemberRow) string { return m.Group + "\x00" + m.Person })
 	if additive {
@@ -412,6 +423,16 @@ func subtract[T any](from, remove []T, key func(T) string) []T {
 	var out []T
 	for _, x := range from {
 		if !r[key(x)] {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+func filter[T any](in []T, keep func(T) bool) []T {
+	var out []T
+	for _, x := range in {
+		if keep(x) {
 			out = append(out, x)
 		}
 	}

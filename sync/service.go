@@ -182,7 +182,18 @@ func (s *Service) Run(ctx context.Context, o RunOptions) (*Result, error) {
 			return err
 		}
 		want := Desired(snap, s.Engine(), cur, s.now())
-		plan := Diff(cur, want, mode == "additive")
+		// People written locally after the snapshot began (an invitation
+		// racing this run) are not in it; they are left for the next run
+		// instead of being taken for removed.
+		rows, err := tx.Query(ctx, `SELECT id FROM people WHERE created_at >= $1`, start)
+		if err != nil {
+			return err
+		}
+		fresh, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return err
+		}
+		plan := Diff(cur, want, mode == "additive", fresh...)
 		res.Phases["plan"] = s.now().Sub(t0)
 		t0 = s.now()
 		defer func() { res.Phases["apply"] = s.now().Sub(t0) }()

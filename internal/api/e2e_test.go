@@ -91,7 +91,7 @@ func TestPeopleAndRolesScreensEndToEnd(t *testing.T) {
 
 	// Invite: created in Keycloak with the role and groups, invited here.
 	email := fmt.Sprintf("new%d@acme.test", time.Now().UnixNano()%1000000)
-	code, inv := call(admin, "POST", "/v1/people/invite", map[string]any{"email": email, "name": "New Person", "role": "Viewer", "teams": []string{"/customers/acme/engineering"}})
+	code, inv := call(admin, "POST", "/v1/people/invite", map[string]any{"email": email, "name": "New Person", "role": "Viewer", "teams": []string{"/customers/acme/support"}})
 	if code != 201 || inv["status"] != "invited" || inv["email_sent"] != false || !strings.Contains(fmt.Sprint(inv["email_error"]), "SMTP") {
 		t.Fatalf("invite: %d %v", code, inv)
 	}
@@ -107,7 +107,9 @@ func TestPeopleAndRolesScreensEndToEnd(t *testing.T) {
 		t.Errorf("second invite: %d, want 409", code)
 	}
 	if _, out := call(admin, "GET", "/v1/people/"+id, nil); out["status"] != "invited" {
-		t.Fatalf("invited person: %v", out)
+		var st, tm string
+		_ = e.st.SysPool().QueryRow(context.Background(), `SELECT coalesce((SELECT status FROM people WHERE id = $1), 'none'), coalesce((SELECT string_agg(tenant_id, ',') FROM tenant_members WHERE person_id = $1), 'none')`, id).Scan(&st, &tm)
+		t.Fatalf("invited person: %v (row status %s, tenants %s, invite answer %v)", out, st, tm, inv)
 	}
 
 	// First login: the person completes Keycloak's actions and signs in;
