@@ -505,6 +505,60 @@ func TestEventPollerAppliesChangesWithinSeconds(t *testing.T) {
 	lat = append(lat, waitFor(t, "realm role removed", 15*time.Second, func() bool {
 		return len(f.query(t, `SELECT ra.id::text FROM role_assignments ra JOIN roles r ON r.id = ra.role_id WHERE ra.person_id = $1 AND r.name = 'fastn-viewer'`, id)) == 0
 	}))
+	// A client role.
+	var clients []struct{ ID string }
+	a.do("GET", "/clients?clientId=portal", nil, &clients)
+	var crole map[string]any
+	a.do("GET", "/clients/"+clients[0].ID+"/roles/operator", nil, &crole)
+	a.do("POST", "/users/"+id+"/role-mappings/clients/"+clients[0].ID, []any{crole}, nil)
+	lat = append(lat, waitFor(t, "client role added", 15*time.Second, func() bool {
+		return len(f.query(t, `SELECT ra.id::text FROM role_assignments ra JOIN roles r ON r.id = ra.role_id WHERE ra.person_id = $1 AND r.client_id = 'portal' AND r.name = 'operator'`, id)) == 1
+	}))
+	// A composite: a new realm role that contains fastn-viewer.
+	suffix := fmt.Sprint(time.Now().UnixNano() % 100000)
+	a.do("POST", "/roles", map[string]any{"name": "tmp-composite-" + suffix}, nil)
+	t.Cleanup(func() { a.do("DELETE", "/roles/tmp-composite-"+suffix, nil, nil) })
+	var comp map[string]any
+	a.do("GET", "/roles/tmp-composite-"+suffix, nil, &comp)
+	a.do("POST", "/roles-by-id/"+comp["id"].(string)+"/composites", []any{role}, nil)
+	lat = append(lat, waitFor(t, "composite added", 15*time.Second, func() bool {
+		return len(f.query(t, `SELECT p.name FROM role_composites rc JOIN roles p ON p.id = rc.parent_id JOIN roles c ON c.id = rc.child_id
+			WHERE p.name = $1 AND c.name = 'fastn-viewer'`, "tmp-composite-"+suffix)) == 1
+	}))
+	// A group: created, renamed, moved under another parent.
+	var acme []struct{ ID, Name string }
+	a.do("GET", "/groups?search=acme&exact=true&max=10", nil, &acme)
+	var top []map[string]any
+	a.do("GET", "/groups?max=10", nil, &top)
+	var customers, acmeID, supportID string
+	customers = top[0]["id"].(string)
+	var kids []map[string]any
+	a.do("GET", "/groups/"+customers+"/children?max=10", nil, &kids)
+	for _, k := range kids {
+		if k["name"] == "acme" {
+			acmeID = k["id"].(string)
+		}
+	}
+	a.do("GET", "/groups/"+acmeID+"/children?max=10", nil, &kids)
+	for _, k := range kids {
+		if k["name"] == "support" {
+			supportID = k["id"].(string)
+		}
+	}
+	_, h := a.do("POST", "/groups/"+acmeID+"/children", map[string]any{"name": "tmp-" + suffix}, nil)
+	gid := h.Get("Location")[strings.LastIndex(h.Get("Location"), "/")+1:]
+	t.Cleanup(func() { a.do("DELETE", "/groups/"+gid, nil, nil) })
+	lat = append(lat, waitFor(t, "group created", 15*time.Second, func() bool {
+		return len(f.query(t, `SELECT id FROM teams WHERE id = $1 AND path = $2`, gid, "/customers/acme/tmp-"+suffix)) == 1
+	}))
+	a.do("PUT", "/groups/"+gid, map[string]any{"name": "renamed-" + suffix}, nil)
+	lat = append(lat, waitFor(t, "group renamed", 15*time.Second, func() bool {
+		return len(f.query(t, `SELECT id FROM teams WHERE id = $1 AND path = $2`, gid, "/customers/acme/renamed-"+suffix)) == 1
+	}))
+	a.do("POST", "/groups/"+supportID+"/children", map[string]any{"id": gid, "name": "renamed-" + suffix}, nil)
+	lat = append(lat, waitFor(t, "group moved", 15*time.Second, func() bool {
+		return len(f.query(t, `SELECT id FROM teams WHERE id = $1 AND parent_id = $2 AND path = $3`, gid, supportID, "/customers/acme/support/renamed-"+suffix)) == 1
+	}))
 	a.do("DELETE", "/users/"+id, nil, nil)
 	lat = append(lat, waitFor(t, "delete", 15*time.Second, func() bool {
 		return len(f.query(t, `SELECT id FROM people WHERE id = $1 AND status = 'deleted'`, id)) == 1
