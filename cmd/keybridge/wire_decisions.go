@@ -38,8 +38,14 @@ func wireDecisions(ctx context.Context, d *deps) (feature, error) {
 		MaxTokenBytes: cfg.Auth.MaxTokenBytes, RefreshInterval: cfg.Auth.JWKSRefreshInterval,
 		OnRefresh: func(outcome string) { m.JWKSRefreshes.WithLabelValues(outcome).Inc() },
 	}}
+	var verifier auth.TokenVerifier = keys
+	if cfg.Auth.RemoteIntrospection {
+		verifier = &auth.Fallback{Local: keys, Remote: &auth.Remote{
+			Endpoint: cfg.IssuerURL() + "/protocol/openid-connect/token/introspect",
+			ClientID: cfg.Keycloak.ClientID, ClientSecret: cfg.Keycloak.ClientSecret, TTL: time.Minute}}
+	}
 	resolver := &identity.Resolver{
-		Verifier: &auth.Cached{Next: keys, Size: cfg.Auth.CacheSize},
+		Verifier: &auth.Cached{Next: verifier, Size: cfg.Auth.CacheSize},
 		Dir:      dir,
 		MaxCache: cfg.Auth.CacheSize,
 		OnRefuse: func(ctx context.Context, reason auth.Reason, err error) {

@@ -1,0 +1,78 @@
+package auth_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/keybridge/keybridge/internal/auth"
+	"github.com/keybridge/keybridge/internal/testenv"
+)
+
+// TestRemoteIntrospectionAgainstKeycloak asks the real Keycloak.
+func TestRemoteIntrospectionAgainstKeycloak(t *testing.T) {
+	kc := testenv.RequireKeycloak(t)
+	res, err := http.PostForm(kc.URL+"/realms/"+kc.Realm+"/protocol/openid-connect/token", url.Values{"grant_type": {"password"}, "client_id": {kc.PublicClientID}, "username": {"alice"}, "password": {kc.UserPassword}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tk struct {
+		AccessToken string `json:"access_token"`
+	}
+	_ = json.NewDecoder(res.Body).Decode(&tk)
+	res.Body.Close()
+	r := &auth.Remote{Endpoint: kc.URL + "/realms/" + kc.Realm + "/protocol/openid-connect/token/introspect", ClientID: kc.ClientID, ClientSecret: kc.ClientSecret, TTL: time.Minute}
+	tok, err := r.Verify(context.Background(), tk.AccessToken)
+	if err != nil || tok.Subject == "" || tok.Claims["preferred_username"] != "alice" {
+		t.Fatalf("active token: %v %v", tok, err)
+	}
+	if _, err := r.Verify(context.Background(), "opaque-garbage"); auth.ReasonOf(err) != auth.Revoked {
+		t.Fatalf("garbage: %v", err)
+	}
+}
+
+// TestRemoteIntrospectionCachesAndFallsBackOnlyForOpaqueTokens uses a fake
+// endpoint to count calls, which the real server cannot report.
+func TestRemoteIntrospectionCachesAndFallsBackOnlyForOpaqueTokens(t *testing.T) {
+	var calls atomic.Int64
+	fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		b, _ := io.ReadAll(r.Body)
+		v, _ := url.ParseQuery(string(b))
+		if v.Get("token") == "good-opaque" {
+			_ = json.NewEncoder(w).Encode(map[string]any{"active": true, "sub": "u1", "exp": time.Now().Add(time.Hour).Unix()})
+			return
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"active": false})
+	}))
+	defer fake.Close()
+	remote := &auth.Remote{Endpoint: fake.URL, ClientID: "c", ClientSecret: "s", TTL: time.Minute}
+	local := auth.TokenVerifier(failing{})
+	f := &auth.Fallback{Local: local, Remote: remote}
+	for i := 0; i < 5; i++ {
+		if tok, err := f.Verify(context.Background(), "good-opaque"); err != nil || tok.Subject != "u1" {
+			t.Fatalf("opaque token: %v %v", tok, err)
+		}
+		if _, err := f.Verify(context.Background(), "bad-opaque"); err == nil {
+			t.Fatal("inactive opaque token accepted")
+		}
+	}
+	if n := calls.Load(); n != 2 {
+		t.Errorf("%d calls to the introspection endpoint, want 2 (the rest cached)", n)
+	}
+	if _, err := f.Verify(context.Background(), "a.b.c"); err == nil || calls.Load() != 2 {
+		t.Error("a JWT that fails locally must not be re-asked remotely")
+	}
+}
+
+type failing struct{}
+
+func (failing) Verify(context.Context, string) (*auth.Token, error) {
+	return nil, &auth.Error{Reason: auth.Malformed, Detail: "not a JWS"}
+}
