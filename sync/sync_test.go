@@ -745,3 +745,34 @@ func openStoreB(b *testing.B, db testenv.Database) (*store.Store, error) {
 	}
 	return st, err
 }
+
+// TestWebhookAppliesStructuralChanges: a signed webhook for a group change
+// (no poller running) reaches PostgreSQL through a background full run.
+func TestWebhookAppliesStructuralChanges(t *testing.T) {
+	f := newFixture(t, "")
+	f.run(t, ksync.RunOptions{})
+	a := newAdmin(t, f.kc)
+	secret := []byte("hook-secret")
+	mod := &api.Sync{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: f.m, Service: f.svc, Store: f.st, Gate: openGate{},
+		Secret: secret, MaxBody: 64 << 10, Background: context.Background()}
+	h := (&api.Server{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: f.m, Modules: []api.Module{mod}}).Handler()
+	var top []map[string]any
+	a.do("GET", "/groups?max=10", nil, &top)
+	name := fmt.Sprintf("hook-%d", time.Now().UnixNano()%100000)
+	_, hdr := a.do("POST", "/groups/"+top[0]["id"].(string)+"/children", map[string]any{"name": name}, nil)
+	gid := hdr.Get("Location")[strings.LastIndex(hdr.Get("Location"), "/")+1:]
+	t.Cleanup(func() { a.do("DELETE", "/groups/"+gid, nil, nil) })
+	body, _ := json.Marshal(map[string]any{"type": "admin.GROUP-CREATE", "uid": "g-" + name, "id": "g-" + name, "time": time.Now().UnixMilli(),
+		"resourceType": "GROUP", "operationType": "CREATE", "resourcePath": "groups/" + gid})
+	req := httptest.NewRequest("POST", "/webhooks/keycloak", bytes.NewReader(body))
+	req.Header.Set("X-Keycloak-Signature", ksync.Sign(secret, body))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != 200 {
+		t.Fatalf("webhook: %d %s", rec.Code, rec.Body)
+	}
+	took := waitFor(t, "group from the webhook", 15*time.Second, func() bool {
+		return len(f.query(t, `SELECT id FROM teams WHERE id = $1 AND path = $2`, gid, "/customers/"+name)) == 1
+	})
+	t.Logf("group created in Keycloak visible %s after its signed webhook", took)
+}
