@@ -47,8 +47,9 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	d := &deps{cfg: cfg, log: log, metrics: m, store: st}
 
 	srv := &api.Server{
-		Log:     log,
-		Metrics: m,
+		Log:            log,
+		Metrics:        m,
+		TrustedProxies: cfg.Server.TrustedProxies,
 		Ready: []api.ReadyCheck{{Name: "database", Check: func(ctx context.Context) error {
 			if err := st.Ping(ctx); err != nil {
 				m.DatabaseUp.Set(0)

@@ -58,3 +58,27 @@ func (openGate) Require(string, ...string) gin.HandlerFunc { return func(c *gin.
 func (openGate) Tx(*gin.Context) pgx.Tx                    { return nil }
 func (openGate) Grant(*gin.Context) *mapping.Grant         { return nil }
 func (openGate) Platform(*gin.Context) bool                { return false }
+
+func TestClientAddressIgnoresForwardedHeadersUnlessTrusted(t *testing.T) {
+	for _, tc := range []struct {
+		trusted []string
+		want    string
+	}{{nil, "192.0.2.1"}, {[]string{"192.0.2.0/24"}, "203.0.113.7"}} {
+		srv := &api.Server{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: metrics.New("t", "t"), TrustedProxies: tc.trusted,
+			Modules: []api.Module{ipModule{}}}
+		req := httptest.NewRequest("GET", "/ip", nil)
+		req.RemoteAddr = "192.0.2.1:1234"
+		req.Header.Set("X-Forwarded-For", "203.0.113.7")
+		rec := httptest.NewRecorder()
+		srv.Handler().ServeHTTP(rec, req)
+		if rec.Body.String() != tc.want {
+			t.Errorf("trusted %v: client %q, want %q", tc.trusted, rec.Body.String(), tc.want)
+		}
+	}
+}
+
+type ipModule struct{}
+
+func (ipModule) Register(r gin.IRouter) {
+	r.GET("/ip", func(c *gin.Context) { c.String(200, c.ClientIP()) })
+}

@@ -47,6 +47,9 @@ type Server struct {
 	Ready []ReadyCheck
 	// Modules are the features whose routes the router carries.
 	Modules []Module
+	// TrustedProxies are CIDRs whose X-Forwarded-For is believed for the
+	// client address (rate limits, logs); nobody's by default.
+	TrustedProxies []string
 
 	shuttingDown atomic.Bool
 }
@@ -56,9 +59,10 @@ func (s *Server) Handler() http.Handler {
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
 	r.HandleMethodNotAllowed = true
-	// Client addresses come from the socket unless trusted proxies are set
-	// by the caller through the engine; never from spoofable headers.
-	_ = r.SetTrustedProxies(nil)
+	// Client addresses come from the socket unless the request came through
+	// a configured trusted proxy; never from spoofable headers otherwise.
+	// The CIDRs were validated with the config.
+	_ = r.SetTrustedProxies(s.TrustedProxies)
 	r.Use(s.requestID, s.observe, s.recover)
 	r.NoRoute(func(c *gin.Context) { Error(c, http.StatusNotFound, "not_found", "no such route") })
 	r.NoMethod(func(c *gin.Context) {
