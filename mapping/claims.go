@@ -1,57 +1,58 @@
 package mapping
 
 import (
-	"fmt"
+	"encoding/json"
 	"sort"
+	"strconv"
 	"strings"
 )
 
 // FactsFromClaims reads a verified token's claims as Facts, so request-time
-// resolution runs the same rules as sync.
+// resolution runs the same rules as sync. Malformed claims (wrong types,
+// odd nesting) yield fewer facts, never a panic: tokens are verified but
+// their mappers are configured by people.
 func FactsFromClaims(claims map[string]any, paths ClaimPaths) Facts {
 	paths = paths.withDefaults()
 	f := Facts{Claims: claims, Attributes: map[string][]string{}}
 	f.Subject, _ = claims["sub"].(string)
 	f.Username = firstString(lookup(claims, paths.Username))
-	f.Email, _ = claims["email"].(string)
-	f.RealmRoles = strings_(lookup(claims, paths.RealmRoles))
+	f.Email = firstString(lookup(claims, paths.Email))
+	f.RealmRoles = claimStrings(lookup(claims, paths.RealmRoles))
 	if ra, ok := lookup(claims, paths.ClientRoles).(map[string]any); ok {
 		for client, v := range ra {
 			if m, ok := v.(map[string]any); ok {
-				for _, r := range strings_(m["roles"]) {
+				for _, r := range claimStrings(m["roles"]) {
 					f.ClientRoles = append(f.ClientRoles, client+":"+r)
 				}
 			}
 		}
 		sort.Strings(f.ClientRoles)
 	}
-	for _, g := range strings_(lookup(claims, paths.Groups)) {
+	for _, g := range claimStrings(lookup(claims, paths.Groups)) {
+		// Keycloak's group mapper without "full path" emits bare names;
+		// rules and tenants are written against paths.
 		if !strings.HasPrefix(g, "/") {
 			g = "/" + g
 		}
 		f.Groups = append(f.Groups, g)
 	}
 	// Keycloak 26 emits organization as a list of aliases, or as an object
-	// keyed by alias when attributes are mapped.
+	// keyed by alias when the mapper adds organization attributes.
 	switch o := lookup(claims, paths.Organization).(type) {
-	case []any:
-		f.Organizations = strings_(o)
 	case map[string]any:
 		for alias := range o {
 			f.Organizations = append(f.Organizations, alias)
 		}
 		sort.Strings(f.Organizations)
-	case string:
-		f.Organizations = []string{o}
+	default:
+		f.Organizations = claimStrings(o)
 	}
-	// Top-level scalar and string-list claims double as attributes, the way
-	// Keycloak's user-attribute mappers put them in the token.
+	// Top-level scalar and list claims double as user attributes, the way
+	// Keycloak's user-attribute mappers put them in a token: that is how
+	// mapping.tenant.attribute finds the tenant at request time.
 	for k, v := range claims {
-		switch v.(type) {
-		case string, []any, float64, bool:
-			if s := strings_(v); len(s) > 0 {
-				f.Attributes[k] = s
-			}
+		if s := claimStrings(v); len(s) > 0 {
+			f.Attributes[k] = s
 		}
 	}
 	return f
@@ -60,43 +61,60 @@ func FactsFromClaims(claims map[string]any, paths ClaimPaths) Facts {
 // lookup follows a dotted path through nested objects.
 func lookup(claims map[string]any, path string) any {
 	var cur any = claims
-	for _, seg := range strings.Split(path, ".") {
+	for path != "" {
+		seg, rest, _ := strings.Cut(path, ".")
 		m, ok := cur.(map[string]any)
 		if !ok {
 			return nil
 		}
-		cur = m[seg]
+		cur, path = m[seg], rest
 	}
 	return cur
 }
 
-// strings_ flattens a claim value to strings: a string, a number, a bool,
-// or a list of them.
-func strings_(v any) []string {
+// claimStrings flattens a claim value to strings: a scalar, or a list of
+// scalars. Objects and nested lists have no string form and are skipped.
+// Numbers print as Keycloak stores the attribute ("1000000", not "1e+06").
+func claimStrings(v any) []string {
 	switch x := v.(type) {
-	case string:
-		return []string{x}
-	case []string:
-		return x
-	case float64, bool, int:
-		return []string{fmt.Sprint(x)}
 	case []any:
 		out := make([]string, 0, len(x))
 		for _, e := range x {
-			switch s := e.(type) {
-			case string:
+			if s, ok := scalar(e); ok {
 				out = append(out, s)
-			case float64, bool:
-				out = append(out, fmt.Sprint(s))
 			}
 		}
 		return out
+	case []string:
+		return x
+	default:
+		if s, ok := scalar(v); ok {
+			return []string{s}
+		}
 	}
 	return nil
 }
 
+func scalar(v any) (string, bool) {
+	switch x := v.(type) {
+	case string:
+		return x, true
+	case json.Number:
+		return x.String(), true
+	case float64:
+		return strconv.FormatFloat(x, 'f', -1, 64), true
+	case int:
+		return strconv.Itoa(x), true
+	case int64:
+		return strconv.FormatInt(x, 10), true
+	case bool:
+		return strconv.FormatBool(x), true
+	}
+	return "", false
+}
+
 func firstString(v any) string {
-	if s := strings_(v); len(s) > 0 {
+	if s := claimStrings(v); len(s) > 0 {
 		return s[0]
 	}
 	return ""

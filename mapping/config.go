@@ -1,12 +1,16 @@
 package mapping
 
-// Config is the `mapping:` section of keybridge's configuration.
+// Config is the `mapping:` section of keybridge's YAML config.
 type Config struct {
-	// Preset is the shipped catalog and roles: fastn or endatix.
+	// Preset selects the shipped catalog and roles: "fastn" or "endatix".
+	// Empty means fastn, the product keybridge was first built for.
 	Preset string `yaml:"preset"`
-	// Tenant says where a subject's tenant comes from.
+	// Tenant says where a subject's tenant comes from. Set at most one way;
+	// none means a single-tenant deployment (or tenants pinned by rules).
 	Tenant TenantSource `yaml:"tenant"`
-	// Permissions adds catalog permissions beyond the preset's.
+	// Permissions adds catalog permissions beyond the preset's, named
+	// {category}.{action}[.{scope}]; they can then be granted by rules and
+	// custom roles.
 	Permissions []string `yaml:"permissions"`
 	// Rules grant roles or permissions, evaluated in order.
 	Rules []Rule `yaml:"rules"`
@@ -16,50 +20,74 @@ type Config struct {
 
 // TenantSource picks one way to find a subject's tenant.
 type TenantSource struct {
-	// Organization: the Keycloak organization (alias) the subject belongs to.
+	// Organization: the Keycloak organizations (aliases) the subject is a
+	// member of; the first alias in sorted order is the tenant.
 	Organization bool `yaml:"organization"`
-	// GroupPrefix: the group path segment right under this prefix
-	// (/customers/acme/... -> acme).
+	// GroupPrefix: the path segment right under this prefix, for every group
+	// under it (/customers/acme/engineering -> acme).
 	GroupPrefix string `yaml:"group_prefix"`
-	// Attribute: a user attribute holding the tenant id.
+	// Attribute: a user attribute holding the tenant id (in a token, the
+	// top-level claim of the same name).
 	Attribute string `yaml:"attribute"`
-	// Claim: a token claim path holding the tenant id (at sync time, the
-	// user attribute of the same name).
+	// Claim: a dotted token claim path holding the tenant id (at sync time,
+	// the user attribute of that name).
 	Claim string `yaml:"claim"`
 }
 
-// Rule matches one fact and grants roles or permissions.
+// Rule matches one fact and grants roles or permissions. Exactly one
+// matcher, at least one grant.
 type Rule struct {
-	// RealmRole matches an effective realm role.
+	// RealmRole matches an effective realm role (composites and roles
+	// inherited through groups included).
 	RealmRole string `yaml:"realm_role"`
-	// ClientRole matches "client:role".
+	// ClientRole matches a client role written "client:role".
 	ClientRole string `yaml:"client_role"`
-	// Group matches a group path; * is one segment, ** any number.
+	// Group matches a group path: a literal segment matches itself, * any
+	// one segment, ** any number of segments (none included), so
+	// "/engineering/**" matches /engineering and everything under it.
 	Group string `yaml:"group"`
-	// Organization matches an organization alias.
+	// Organization matches a Keycloak organization alias.
 	Organization string `yaml:"organization"`
-	// Claim matches a dotted claim path (at sync time, the user attribute).
+	// Claim matches a dotted claim path (at sync time, the user attribute of
+	// that name; sub, preferred_username, email, roles, groups and
+	// organization are read from the facts themselves so both agree).
+	// Without equals, in or regex it matches when the claim has a value.
 	Claim string `yaml:"claim"`
-	// Equals, In and Regex compare the claim's value (any element of a list).
+	// Equals, In and Regex compare the claim's value; a list claim matches
+	// when any element does. Set at most one.
 	Equals *string  `yaml:"equals"`
 	In     []string `yaml:"in"`
 	Regex  string   `yaml:"regex"`
 
-	// GrantRole, GrantRoles and GrantPermissions are what a match grants.
+	// GrantRole and GrantRoles name system roles of the preset;
+	// GrantPermissions names catalog permissions.
 	GrantRole        string   `yaml:"grant_role"`
 	GrantRoles       []string `yaml:"grant_roles"`
 	GrantPermissions []string `yaml:"grant_permissions"`
-	// Tenant pins the grant to one tenant: it applies only there.
+	// Tenant pins the grant to one tenant: it counts only when the subject
+	// acts in that tenant, and places a subject whom the tenant source puts
+	// nowhere.
 	Tenant string `yaml:"tenant"`
 }
 
-// ClaimPaths says where a token carries each fact.
+// ClaimPaths says where a token carries each fact. Paths are dotted; empty
+// fields take Keycloak's defaults.
 type ClaimPaths struct {
-	RealmRoles   string `yaml:"realm_roles"`  // default realm_access.roles
-	ClientRoles  string `yaml:"client_roles"` // default resource_access
-	Groups       string `yaml:"groups"`       // default groups
-	Organization string `yaml:"organization"` // default organization
-	Username     string `yaml:"username"`     // default preferred_username
+	// RealmRoles defaults to realm_access.roles.
+	RealmRoles string `yaml:"realm_roles"`
+	// ClientRoles is the object keyed by client whose values hold "roles";
+	// defaults to resource_access.
+	ClientRoles string `yaml:"client_roles"`
+	// Groups defaults to groups (Keycloak's group membership mapper with
+	// full paths).
+	Groups string `yaml:"groups"`
+	// Organization defaults to organization: Keycloak 26 emits a list of
+	// aliases, or an object keyed by alias when attributes are included.
+	Organization string `yaml:"organization"`
+	// Username defaults to preferred_username.
+	Username string `yaml:"username"`
+	// Email defaults to email.
+	Email string `yaml:"email"`
 }
 
 func (p ClaimPaths) withDefaults() ClaimPaths {
@@ -73,10 +101,12 @@ func (p ClaimPaths) withDefaults() ClaimPaths {
 	def(&p.Groups, "groups")
 	def(&p.Organization, "organization")
 	def(&p.Username, "preferred_username")
+	def(&p.Email, "email")
 	return p
 }
 
-// Validate reports every problem in the section, each naming its key.
+// Validate reports every problem in the section at once, each naming its
+// key, so an operator fixes a config in one round.
 func (c Config) Validate() []error {
 	_, errs := compile(c)
 	return errs

@@ -2,19 +2,21 @@ package mapping
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 )
 
 // Resource is what a check is about.
 type Resource struct {
-	Type   string `json:"type,omitempty"`
-	ID     string `json:"id,omitempty"`
-	Owner  string `json:"owner,omitempty"`
-	Tenant string `json:"tenant,omitempty"`
+	Type   string `json:"type"`
+	ID     string `json:"id"`
+	Owner  string `json:"owner"`  // subject that owns it, for .owned permissions
+	Tenant string `json:"tenant"` // "" means the caller's own tenant
 }
 
-// Request asks whether any of the permissions is granted on the resource.
+// Request asks whether any of the permissions is granted on the resource at
+// Now.
 type Request struct {
 	AnyOf    []string
 	Resource Resource
@@ -24,90 +26,113 @@ type Request struct {
 // Decision is an answer that explains itself.
 type Decision struct {
 	Allowed    bool   `json:"allowed"`
-	Permission string `json:"permission,omitempty"` // the one that matched
+	Permission string `json:"permission,omitempty"` // the one that passed
 	Reason     string `json:"reason"`
-	Role       string `json:"role,omitempty"`
-	Rule       string `json:"rule,omitempty"`
-	Grant      string `json:"grant,omitempty"`
+	Role       string `json:"role,omitempty"`  // the role that carried it
+	Rule       string `json:"rule,omitempty"`  // the rule that granted that role or permission
+	Grant      string `json:"grant,omitempty"` // the stored or temporary assignment that did
 }
 
 const ownedSuffix = ".owned"
 
-// Decide answers a request for a grant. The allow path allocates nothing:
-// every reason it returns was written by Resolve.
+// Decide answers a request for a grant. It allocates nothing on the allow
+// path, every reason it returns there having been written by Resolve, so it
+// can sit in front of every request.
+//
+// Order of checks: a resource in another tenant is denied unless a global
+// bypass role is held; a name outside the catalog is skipped; a policy
+// (platform.* behind PlatformAdmin) skips permissions whose role the caller
+// lacks, bypass or not; a bypass role then passes; a .owned permission needs
+// the caller to own the resource; then any held permission passes.
 func (e *Engine) Decide(g *Grant, req Request) Decision {
 	if len(req.AnyOf) == 0 {
-		return Decision{Reason: "no permission named in the request"}
+		return Decision{Reason: "the request names no permission: give at least one"}
 	}
-	if g == nil {
-		return Decision{Reason: "no grant"}
+	if g == nil || g.idx == nil {
+		return Decision{Reason: "no resolved grant for the caller"}
 	}
-	crossTenant := req.Resource.Tenant != "" && req.Resource.Tenant != g.Tenant
-	if crossTenant && g.bypass != "global" {
+	x := g.idx
+	global := g.global.src != nil && g.global.src.active(req.Now)
+	if req.Resource.Tenant != "" && req.Resource.Tenant != g.Tenant && !global {
 		return Decision{Reason: crossTenantReason(req.Resource.Tenant, g.Tenant)}
 	}
-	var denial string
+	tenant := g.tenant.src != nil && g.tenant.src.active(req.Now)
 	for _, p := range req.AnyOf {
-		if pol, blocked := e.policyBlocks(g, p); blocked {
-			if denial == "" {
-				denial = p + " requires role " + pol.RequireRole + " (policy for " + pol.Prefix + "*)"
-			}
+		id, ok := x.ids[p]
+		if !ok {
 			continue
 		}
-		switch g.bypass {
-		case "global":
-			return Decision{Allowed: true, Permission: p, Role: g.bypassR, Reason: bypassGlobalReason}
-		case "tenant":
-			if e.known[p] {
-				return Decision{Allowed: true, Permission: p, Role: g.bypassR, Reason: bypassTenantReason}
-			}
-		}
-		if strings.HasSuffix(p, ownedSuffix) && (req.Resource.Owner == "" || req.Resource.Owner != g.Subject) {
-			if denial == "" && g.Has(p, req.Now) {
-				denial = fmt.Sprintf("%q requires the caller to own the resource", p)
-			}
+		if k := x.policy[id]; k >= 0 && (g.policy[k] == nil || !g.policy[k].active(req.Now)) {
 			continue
 		}
-		for _, s := range g.perms[p] {
-			if s.expires.IsZero() || req.Now.Before(s.expires) {
-				return Decision{Allowed: true, Permission: p, Reason: s.reason, Role: s.role, Rule: s.rule, Grant: s.grant}
-			}
+		switch {
+		case global:
+			return g.global.decision(p, id)
+		case tenant:
+			return g.tenant.decision(p, id)
+		}
+		if x.owned[id] && (req.Resource.Owner == "" || req.Resource.Owner != g.Subject) {
+			continue
+		}
+		if h := g.hasID(id, req.Now); h != nil {
+			return Decision{Allowed: true, Permission: p, Reason: h.reason, Role: h.src.role, Rule: h.src.rule, Grant: h.src.grant}
 		}
 	}
-	if denial == "" {
-		denial = fmt.Sprintf("no role, rule or grant gives any of %v", req.AnyOf)
-		for _, p := range req.AnyOf {
-			if !e.known[p] {
-				denial = fmt.Sprintf("%q is not in the %s catalog", p, e.preset)
-				break
-			}
-			for _, s := range g.perms[p] {
-				if !s.expires.IsZero() && !req.Now.Before(s.expires) {
-					denial = fmt.Sprintf("%q was granted until %s (%s), which has passed", p, s.expires.UTC().Format(time.RFC3339), s.grant)
-				}
-			}
-		}
-	}
-	return Decision{Reason: denial}
+	return Decision{Reason: e.denial(g, req)}
 }
 
-const (
-	bypassGlobalReason = "bypass role passes every check everywhere"
-	bypassTenantReason = "bypass role passes every check inside its own tenant"
-)
+func (b *bypass) decision(p string, id int32) Decision {
+	return Decision{Allowed: true, Permission: p, Reason: b.why[id], Role: b.src.role, Rule: b.src.rule, Grant: b.src.grant}
+}
+
+// denial says which requirement failed. It runs only when nothing passed,
+// so it may take its time: the most specific reason wins (a policy, an
+// ownership check, an expired grant), then "no role grants any of".
+func (e *Engine) denial(g *Grant, req Request) string {
+	x := g.idx
+	var unknown []string
+	for _, p := range req.AnyOf {
+		id, ok := x.ids[p]
+		if !ok {
+			unknown = append(unknown, strconv.Quote(p))
+			continue
+		}
+		if k := x.policy[id]; k >= 0 && (g.policy[k] == nil || !g.policy[k].active(req.Now)) {
+			pol := x.policies[k]
+			return fmt.Sprintf("%q: %s* requires role %s", p, pol.Prefix, pol.RequireRole)
+		}
+		if x.owned[id] && g.hasID(id, req.Now) != nil {
+			if req.Resource.Owner == "" {
+				return fmt.Sprintf("%q requires the caller to own the resource, and the request names no owner", p)
+			}
+			return fmt.Sprintf("%q requires the caller to own the resource (owner %q, caller %q)", p, req.Resource.Owner, g.Subject)
+		}
+		for _, h := range g.holds[id] {
+			if !h.src.active(req.Now) {
+				return fmt.Sprintf("%q was granted until %s (%s), which has passed", p, h.src.until.UTC().Format(time.RFC3339), h.src.grant)
+			}
+		}
+	}
+	if len(unknown) == len(req.AnyOf) {
+		return fmt.Sprintf("%s not in the %s catalog", strings.Join(unknown, ", ")+isAre(len(unknown)), x.preset)
+	}
+	s := fmt.Sprintf("no role grants any of %v", req.AnyOf)
+	if len(unknown) > 0 {
+		s += fmt.Sprintf(" (%s not in the %s catalog)", strings.Join(unknown, ", ")+isAre(len(unknown)), x.preset)
+	}
+	return s
+}
+
+func isAre(n int) string {
+	if n == 1 {
+		return " is"
+	}
+	return " are"
+}
 
 func crossTenantReason(resource, caller string) string {
 	if caller == "" {
-		return fmt.Sprintf("resource tenant %q differs from the caller, who has no tenant", resource)
+		return fmt.Sprintf("resource tenant %q differs from caller tenant \"\" (the caller is in no tenant)", resource)
 	}
 	return fmt.Sprintf("resource tenant %q differs from caller tenant %q", resource, caller)
-}
-
-func (e *Engine) policyBlocks(g *Grant, p string) (Policy, bool) {
-	for _, pol := range e.policies {
-		if strings.HasPrefix(p, pol.Prefix) && !g.roles[pol.RequireRole] {
-			return pol, true
-		}
-	}
-	return Policy{}, false
 }

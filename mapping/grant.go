@@ -1,133 +1,192 @@
 package mapping
 
 import (
-	"fmt"
-	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
 
-// Facts are what is known about a subject, from sync or from a token.
+// Facts are what is known about a subject: from sync (Keycloak's admin API)
+// or from a verified token's claims. One Resolve serves both.
 type Facts struct {
 	Subject       string
 	Username      string
 	Email         string
-	RealmRoles    []string            // effective: composites and group roles expanded
+	RealmRoles    []string            // effective: composites and group-inherited roles expanded
 	ClientRoles   []string            // "client:role"
-	Groups        []string            // full paths
-	Organizations []string            // aliases
+	Groups        []string            // full paths, "/customers/acme/engineering"
+	Organizations []string            // organization aliases
 	Attributes    map[string][]string // user attributes
 	Claims        map[string]any      // raw claims at request time; nil at sync time
 }
 
-// Assignment is a stored grant: from sync (keycloak, rule), or made in
-// keybridge (local), possibly temporary.
+// Assignment is a stored grant: made by sync (source keycloak or rule), or
+// in keybridge (local), possibly temporary.
 type Assignment struct {
 	Role       string
 	Permission string
-	Tenant     string
-	Source     string
+	Tenant     string    // "" applies in whatever tenant the subject acts
+	Source     string    // keycloak, rule, local or temporary
 	ExpiresAt  time.Time // zero: never
-	Ref        string
+	Ref        string    // names the assignment in explanations and Decision.Grant
 }
 
-// source explains where a permission came from; reason is precomputed so
-// the allow path of Decide formats nothing.
+// source is one reason a subject holds something.
 type source struct {
-	role, rule, grant string
-	expires           time.Time
-	reason            string
+	role  string // role that carries the permission, "" for a direct grant
+	rule  string // "rule #2: realm_role fastn-developer"
+	grant string // assignment ref
+	note  string // anything else: a pseudo role's reason
+	until time.Time
+	tail  string // explanation after the permission's name, written once per source
 }
 
-// Grant is a resolved subject: what it may do, and why.
-type Grant struct {
-	Subject     string   `json:"subject"`
-	Username    string   `json:"username,omitempty"`
-	Tenant      string   `json:"tenant,omitempty"`
-	Tenants     []string `json:"tenants,omitempty"`
-	Roles       []string `json:"roles"`
-	Permissions []string `json:"permissions"`
-	Teams       []string `json:"teams"`
+func (s *source) lasting() bool { return s.until.IsZero() }
 
-	perms   map[string][]source // permission -> sources (several when temporary)
-	roles   map[string]bool
-	bypass  string // "", tenant, global
-	bypassR string
+// active reports whether a source counts at now: a temporary grant stops
+// counting at the instant it expires.
+func (s *source) active(now time.Time) bool { return s.until.IsZero() || now.Before(s.until) }
+
+// better reports whether s explains a hold better than cur: lasting beats
+// temporary, a later expiry beats an earlier one, and otherwise the first
+// reason found (rule order) stays.
+func (s *source) better(cur *source) bool {
+	if cur == nil {
+		return true
+	}
+	if cur.lasting() {
+		return false
+	}
+	return s.lasting() || s.until.After(cur.until)
+}
+
+// hold is a permission held for one reason, with the explanation Decide
+// returns already written, so the allow path formats nothing.
+type hold struct {
+	src    *source
+	reason string
+}
+
+// bypass is a held bypass role.
+type bypass struct {
+	src *source  // the best reason it is held; nil when not held
+	why []string // per permission id: the explanation when it passes
+}
+
+// Grant is a resolved subject: what it may do, and why. It never changes
+// after Resolve, so it can be cached for the life of a token; temporary
+// grants carry their expiry and Decide compares it with the request's time.
+type Grant struct {
+	Subject  string   `json:"subject"`
+	Username string   `json:"username,omitempty"`
+	Tenant   string   `json:"tenant,omitempty"`  // the tenant the subject acts in
+	Tenants  []string `json:"tenants,omitempty"` // every tenant the facts place the subject in, sorted
+	// Roles are the roles held at resolve time, highest rank first.
+	Roles []string `json:"roles"`
+	// Permissions are the permissions held at resolve time, sorted.
+	Permissions []string `json:"permissions"`
+	Teams       []string `json:"teams"` // group paths, sorted
+
+	idx     *index
+	lasting []uint64 // bitset of permission ids held without expiry
+	holds   [][]hold // per permission id: lasting hold first, then temporary ones
+	roles   map[string]*source
+	policy  []*source // per policy: why the caller holds its role, or nil
+	global  bypass
+	tenant  bypass
 	primary string
 }
 
-// PrimaryRole is the highest role held, by the preset's order: app.role.
-func (g *Grant) PrimaryRole() string { return g.primary }
-
-// Global reports a global-bypass role (PlatformAdmin): app.platform.
-func (g *Grant) Global() bool { return g.bypass == "global" }
-
-// HasRole reports whether the grant holds a role.
-func (g *Grant) HasRole(name string) bool { return g.roles[name] }
-
-// Has reports whether a permission is granted at now (bypass aside).
-func (g *Grant) Has(p string, now time.Time) bool {
-	for _, s := range g.perms[p] {
-		if s.expires.IsZero() || now.Before(s.expires) {
-			return true
-		}
+// PrimaryRole is the highest role held by the preset's order: app.role.
+func (g *Grant) PrimaryRole() string {
+	if g == nil {
+		return ""
 	}
-	return false
+	return g.primary
 }
 
-// Resolve applies the rules to the facts, adds stored assignments and
-// pseudo roles, and returns the grant. Assignments already expired at now
-// are left out; those still running carry their expiry, which Decide checks
-// against the request's time.
+// Global reports a global-bypass role (PlatformAdmin) held at resolve time:
+// it sets app.platform.
+func (g *Grant) Global() bool { return g != nil && g.global.src != nil }
+
+// HasRole reports whether the grant holds a role (temporary ones included
+// until they expire at resolve time).
+func (g *Grant) HasRole(name string) bool {
+	if g == nil {
+		return false
+	}
+	_, ok := g.roles[name]
+	return ok
+}
+
+// Has reports whether the permission is held at now. Bypass roles are not
+// consulted: Has answers "is it granted", Decide answers "may they".
+func (g *Grant) Has(permission string, now time.Time) bool {
+	if g == nil || g.idx == nil {
+		return false
+	}
+	id, ok := g.idx.ids[permission]
+	return ok && g.hasID(id, now) != nil
+}
+
+func (g *Grant) hasID(id int32, now time.Time) *hold {
+	hs := g.holds[id]
+	if g.lasting[id>>6]&(1<<(id&63)) != 0 {
+		return &hs[0]
+	}
+	for i := range hs {
+		if hs[i].src.active(now) {
+			return &hs[i]
+		}
+	}
+	return nil
+}
+
+// Resolve applies the rules to the facts, adds stored assignments and the
+// Authenticated pseudo role, and returns the grant. Assignments already
+// expired at now are left out; those still running carry their expiry.
+//
+// The tenant comes from the tenant source; a subject it places nowhere is
+// placed by the first matching rule that pins a tenant. Rules pinned to
+// another tenant, and assignments made in another tenant, do not count.
 func (e *Engine) Resolve(f Facts, stored []Assignment, now time.Time) *Grant {
-	g := &Grant{Subject: f.Subject, Username: f.Username, perms: map[string][]source{}, roles: map[string]bool{}}
-	g.Tenants = e.tenants(f)
+	x := e.idx
+	g := &Grant{Subject: f.Subject, Username: f.Username, idx: x,
+		lasting: make([]uint64, x.words()), holds: make([][]hold, len(x.names)),
+		roles: map[string]*source{}, policy: make([]*source, len(x.policies))}
+	paths := &e.cfg.Claims
+	g.Tenants = e.tenants(&f, paths)
+	matched := make([]bool, len(e.rules))
+	for i := range e.rules {
+		matched[i] = e.rules[i].matches(&f, paths)
+	}
 	if len(g.Tenants) > 0 {
 		g.Tenant = g.Tenants[0]
+	} else if e.pinned {
+		for i := range e.rules {
+			if matched[i] && e.rules[i].tenant != "" {
+				g.Tenant = e.rules[i].tenant
+				g.Tenants = []string{g.Tenant}
+				break
+			}
+		}
 	}
 	g.Teams = append([]string{}, f.Groups...)
 	sort.Strings(g.Teams)
-
-	addRole := func(name string, src source) {
-		r, ok := e.Role(name, g.Tenant)
-		if !ok {
-			return
-		}
-		if src.expires.IsZero() {
-			g.roles[r.Name] = true
-		}
-		src.role = r.Name
-		for _, p := range r.Permissions {
-			s := src
-			s.reason = explainAllow(p, s)
-			g.perms[p] = append(g.perms[p], s)
-		}
-		if r.Bypass != "" && src.expires.IsZero() && (g.bypass == "" || r.Bypass == "global") {
-			g.bypass, g.bypassR = r.Bypass, r.Name
-		}
-	}
-	addPerm := func(p string, src source) {
-		if !e.known[p] {
-			return
-		}
-		src.reason = explainAllow(p, src)
-		g.perms[p] = append(g.perms[p], src)
-	}
+	g.Teams = dedupe(g.Teams)
 
 	for i := range e.rules {
 		r := &e.rules[i]
-		if r.Tenant != "" && r.Tenant != g.Tenant {
+		if !matched[i] || (r.tenant != "" && r.tenant != g.Tenant) {
 			continue
 		}
-		if !r.matches(f) {
-			continue
-		}
-		for _, name := range r.grants {
-			addRole(name, source{rule: r.ref})
+		src := &source{rule: r.ref}
+		for _, name := range r.roles {
+			g.addRole(e.role(name, g.Tenant), src)
 		}
 		for _, p := range r.perms {
-			addPerm(p, source{rule: r.ref})
+			g.addPerm(x.ids[p], src)
 		}
 	}
 	for _, a := range stored {
@@ -137,32 +196,102 @@ func (e *Engine) Resolve(f Facts, stored []Assignment, now time.Time) *Grant {
 		if a.Tenant != "" && a.Tenant != g.Tenant {
 			continue
 		}
-		src := source{grant: a.Ref, expires: a.ExpiresAt}
+		src := &source{grant: a.Ref, until: a.ExpiresAt}
 		if src.grant == "" {
-			src.grant = a.Source + " assignment"
+			src.grant = strings.TrimSpace(a.Source + " assignment")
 		}
 		if a.Role != "" {
-			addRole(a.Role, src)
-			if !a.ExpiresAt.IsZero() {
-				g.roles[a.Role] = true // shown while it runs; Decide checks expiry
+			if r := e.role(a.Role, g.Tenant); r != nil && r.Kind != KindPseudo {
+				g.addRole(r, src)
 			}
 		}
-		if a.Permission != "" {
-			addPerm(a.Permission, src)
+		if id, ok := x.ids[a.Permission]; ok {
+			g.addPerm(id, src)
 		}
 	}
-	if e.authn != "" && f.Subject != "" {
-		addRole(e.authn, source{rule: "every verified token"})
+	if e.authn != nil && f.Subject != "" {
+		g.addRole(e.authn, &source{note: "pseudo role of every verified subject"})
 	}
-	return e.finish(g, now)
+	e.finish(g, now)
+	return g
 }
 
-func (e *Engine) finish(g *Grant, now time.Time) *Grant {
+func (g *Grant) addRole(r *role, src *source) {
+	if r == nil {
+		return
+	}
+	if src.better(g.roles[r.Name]) {
+		g.roles[r.Name] = src
+	}
+	rs := &source{role: r.Name, rule: src.rule, grant: src.grant, note: src.note, until: src.until}
+	for _, id := range r.ids {
+		g.addPerm(id, rs)
+	}
+	for k, pol := range g.idx.policies {
+		if pol.RequireRole == r.Name && src.better(g.policy[k]) {
+			g.policy[k] = src
+		}
+	}
+	var b *bypass
+	switch r.Bypass {
+	case BypassGlobal:
+		b = &g.global
+	case BypassTenant:
+		b = &g.tenant
+	default:
+		return
+	}
+	if rs.better(b.src) {
+		b.src = rs
+	}
+}
+
+func (g *Grant) addPerm(id int32, src *source) {
+	hs := g.holds[id]
+	held := g.lasting[id>>6]&(1<<(id&63)) != 0
+	switch {
+	case held:
+		return // the first lasting reason explains it; more add nothing
+	case src.lasting():
+		g.lasting[id>>6] |= 1 << (id & 63)
+		g.holds[id] = append([]hold{{src: src}}, hs...)
+	default:
+		g.holds[id] = append(hs, hold{src: src})
+	}
+}
+
+// finish writes explanations and the exported lists.
+func (e *Engine) finish(g *Grant, now time.Time) {
+	x := g.idx
+	g.Permissions = []string{}
+	for id := range g.holds {
+		for i := range g.holds[id] {
+			h := &g.holds[id][i]
+			if h.src.tail == "" {
+				h.src.tail = explainTail(h.src)
+			}
+			h.reason = x.lead[id] + h.src.tail
+		}
+		if g.hasID(int32(id), now) != nil {
+			g.Permissions = append(g.Permissions, x.names[id]) // ids are in name order
+		}
+	}
+	for _, b := range []*bypass{&g.global, &g.tenant} {
+		if b.src == nil {
+			continue
+		}
+		tail := explainBypassTail(b.src, b == &g.global)
+		b.why = make([]string, len(x.names))
+		for id := range x.names {
+			b.why[id] = x.lead[id] + tail
+		}
+	}
+	g.Roles = make([]string, 0, len(g.roles))
 	for name := range g.roles {
 		g.Roles = append(g.Roles, name)
 	}
 	sort.Slice(g.Roles, func(i, j int) bool {
-		ri, rj := e.rankOf(g.Roles[i]), e.rankOf(g.Roles[j])
+		ri, rj := e.rankOf(g.Roles[i], g.Tenant), e.rankOf(g.Roles[j], g.Tenant)
 		if ri != rj {
 			return ri < rj
 		}
@@ -171,58 +300,73 @@ func (e *Engine) finish(g *Grant, now time.Time) *Grant {
 	if len(g.Roles) > 0 {
 		g.primary = g.Roles[0]
 	}
-	g.Permissions = []string{}
-	for p := range g.perms {
-		if g.Has(p, now) {
-			g.Permissions = append(g.Permissions, p)
-		}
+}
+
+func (e *Engine) rankOf(name, tenant string) int {
+	if r := e.role(name, tenant); r != nil {
+		return r.rank
 	}
-	sort.Strings(g.Permissions)
+	return len(e.system)
+}
+
+// Anonymous is the grant of a caller without a token: the Public pseudo
+// role, when the preset has one.
+func (e *Engine) Anonymous() *Grant {
+	x := e.idx
+	g := &Grant{idx: x, lasting: make([]uint64, x.words()), holds: make([][]hold, len(x.names)),
+		roles: map[string]*source{}, policy: make([]*source, len(x.policies))}
+	if e.public != nil {
+		g.addRole(e.public, &source{note: "pseudo role of anonymous callers"})
+	}
+	e.finish(g, time.Time{})
 	return g
 }
 
-func (e *Engine) rankOf(role string) int {
-	if r, ok := e.rank[role]; ok {
-		return r
-	}
-	return len(e.rank) // custom roles after system, before pseudo is not needed
-}
-
-// Anonymous is the grant of a caller without a token: the Public pseudo role.
-func (e *Engine) Anonymous() *Grant {
-	g := &Grant{perms: map[string][]source{}, roles: map[string]bool{}}
-	if e.public != "" {
-		g.roles[e.public] = true
-		for _, p := range e.roles[e.public].Permissions {
-			s := source{role: e.public}
-			s.reason = explainAllow(p, s)
-			g.perms[p] = append(g.perms[p], s)
-		}
-	}
-	return e.finish(g, time.Time{})
-}
-
-func explainAllow(p string, s source) string {
+// explainTail is what follows `permission "name"` in an allow reason.
+func explainTail(s *source) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "permission %q granted", p)
 	if s.role != "" {
-		fmt.Fprintf(&b, " by role %q", s.role)
+		b.WriteString(" granted by role ")
+		b.WriteString(strconv.Quote(s.role))
+	} else {
+		b.WriteString(" granted directly")
 	}
-	switch {
-	case s.rule != "":
-		fmt.Fprintf(&b, " (%s)", s.rule)
-	case s.grant != "":
-		fmt.Fprintf(&b, " (%s", s.grant)
-		if !s.expires.IsZero() {
-			fmt.Fprintf(&b, ", until %s", s.expires.UTC().Format(time.RFC3339))
-		}
-		b.WriteString(")")
-	}
+	writeSource(&b, s)
 	return b.String()
 }
 
-// tenants lists the subject's tenants by the configured source, sorted.
-func (e *Engine) tenants(f Facts) []string {
+func explainBypassTail(s *source, global bool) string {
+	var b strings.Builder
+	b.WriteString(" passed by bypass role ")
+	b.WriteString(strconv.Quote(s.role))
+	if global {
+		b.WriteString(", which passes every check everywhere")
+	} else {
+		b.WriteString(", which passes every check inside its own tenant")
+	}
+	writeSource(&b, s)
+	return b.String()
+}
+
+func writeSource(b *strings.Builder, s *source) {
+	switch {
+	case s.rule != "":
+		b.WriteString(" (" + s.rule + ")")
+	case s.grant != "":
+		b.WriteString(" (" + s.grant)
+		if !s.until.IsZero() {
+			b.WriteString(", until " + s.until.UTC().Format(time.RFC3339))
+		}
+		b.WriteString(")")
+	case s.note != "":
+		b.WriteString(" (" + s.note + ")")
+	}
+}
+
+// tenants lists the subject's tenants by the configured source, sorted and
+// without duplicates, so the first is stable whatever order Keycloak or the
+// token listed them in.
+func (e *Engine) tenants(f *Facts, paths *ClaimPaths) []string {
 	ts := e.cfg.Tenant
 	var out []string
 	switch {
@@ -240,82 +384,19 @@ func (e *Engine) tenants(f Facts) []string {
 	case ts.Attribute != "":
 		out = append(out, f.Attributes[ts.Attribute]...)
 	case ts.Claim != "":
-		if f.Claims != nil {
-			out = append(out, strings_(lookup(f.Claims, ts.Claim))...)
-		} else {
-			out = append(out, f.Attributes[ts.Claim]...)
-		}
+		out = append(out, factValues(f, ts.Claim, paths)...)
 	}
 	sort.Strings(out)
 	return dedupe(out)
 }
 
+// dedupe drops empty strings and repeats from a sorted slice, in place.
 func dedupe(s []string) []string {
 	out := s[:0]
-	for i, v := range s {
-		if v != "" && (i == 0 || v != s[i-1]) {
+	for _, v := range s {
+		if v != "" && (len(out) == 0 || v != out[len(out)-1]) {
 			out = append(out, v)
 		}
 	}
 	return out
-}
-
-func (r *compiledRule) matches(f Facts) bool {
-	switch {
-	case r.RealmRole != "":
-		return contains(f.RealmRoles, r.RealmRole)
-	case r.ClientRole != "":
-		return contains(f.ClientRoles, r.ClientRole)
-	case r.Organization != "":
-		return contains(f.Organizations, r.Organization)
-	case r.Group != "":
-		for _, g := range f.Groups {
-			if matchGlob(r.group, g) {
-				return true
-			}
-		}
-		return false
-	case r.Claim != "":
-		var vals []string
-		if f.Claims != nil {
-			v := lookup(f.Claims, r.Claim)
-			if v == nil {
-				return false
-			}
-			vals = strings_(v)
-		} else {
-			var ok bool
-			if vals, ok = f.Attributes[r.Claim]; !ok {
-				return false
-			}
-		}
-		return matchValues(vals, r.Equals, r.In, r.regex)
-	}
-	return false
-}
-
-func matchValues(vals []string, equals *string, in []string, re *regexp.Regexp) bool {
-	if equals == nil && len(in) == 0 && re == nil {
-		return true // presence
-	}
-	for _, v := range vals {
-		switch {
-		case equals != nil && v == *equals:
-			return true
-		case len(in) > 0 && contains(in, v):
-			return true
-		case re != nil && re.MatchString(v):
-			return true
-		}
-	}
-	return false
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/keybridge/keybridge/config/presets"
 )
 
+// presetFile is the shape of config/presets/*.yaml.
 type presetFile struct {
 	Name             string           `yaml:"name"`
 	Categories       []presetCategory `yaml:"categories"`
@@ -28,14 +29,15 @@ type presetCategory struct {
 
 type presetRole struct {
 	Name        string   `yaml:"name"`
-	Kind        string   `yaml:"kind"` // pseudo: authenticated | public
+	Kind        string   `yaml:"kind"` // pseudo roles: authenticated or public
 	Description string   `yaml:"description"`
 	Bypass      string   `yaml:"bypass"`
-	Permissions []string `yaml:"permissions"`
+	Permissions []string `yaml:"permissions"` // names, "category.*" or "*"
 }
 
-// Policy restricts permissions under a prefix to holders of one role, even
-// against bypass roles: Endatix's platform.* behind PlatformAdmin.
+// Policy reserves the permissions under a prefix for holders of one role,
+// whatever else the caller holds: Endatix's platform.* stays behind
+// PlatformAdmin even for a tenant Admin, whose bypass would otherwise pass.
 type Policy struct {
 	Prefix      string `yaml:"prefix" json:"prefix"`
 	RequireRole string `yaml:"require_role" json:"require_role"`
@@ -55,23 +57,25 @@ func loadPreset(name string) (*presetFile, error) {
 	return &p, nil
 }
 
-// Category is a permission category and its actions, for a UI.
+// Category is a permission category and its actions, for a UI that draws
+// one row per category and one checkbox per action.
 type Category struct {
 	Name        string   `json:"name"`
 	Actions     []string `json:"actions"`
-	Permissions []string `json:"permissions"`
+	Permissions []string `json:"permissions"` // category.action, in action order
 }
 
-// Catalog is every permission, grouped by category.
+// Catalog is every permission an engine knows, grouped by category.
 type Catalog struct {
 	Preset      string     `json:"preset"`
 	Categories  []Category `json:"categories"`
-	Permissions []string   `json:"permissions"`
+	Permissions []string   `json:"permissions"` // sorted
 }
 
-// expand turns role permission patterns ("*", "forms.*", exact names) into
-// catalog permissions.
-func expand(patterns []string, catalog []string, known map[string]bool) ([]string, error) {
+// expand turns a role's permission patterns ("*", "forms.*", exact names)
+// into catalog permissions, sorted. A pattern that matches nothing is an
+// error: in preset data it is a typo.
+func expand(patterns []string, catalog []string, known func(string) bool) ([]string, error) {
 	set := map[string]bool{}
 	for _, p := range patterns {
 		switch {
@@ -92,8 +96,8 @@ func expand(patterns []string, catalog []string, known map[string]bool) ([]strin
 				return nil, fmt.Errorf("pattern %q matches no permission", p)
 			}
 		default:
-			if !known[p] {
-				return nil, fmt.Errorf("unknown permission %q", p)
+			if !known(p) {
+				return nil, fmt.Errorf("%w %q", ErrUnknownPermission, p)
 			}
 			set[p] = true
 		}

@@ -2,17 +2,23 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/keybridge/keybridge/config/presets"
 	"github.com/keybridge/keybridge/internal/store"
 	"github.com/keybridge/keybridge/mapping"
 )
 
+// runRoles lists the roles of a preset (or of the config's mapping) with
+// their permissions; create, duplicate and delete manage custom roles in
+// the database.
 func runRoles(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 {
 		switch args[0] {
@@ -23,11 +29,27 @@ func runRoles(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		}
 	}
 	fs := newFlags("roles", stderr)
-	path := fs.String("c", "", "config file; its mapping section (preset, extra permissions) is used")
-	preset := fs.String("preset", "", "preset to list (overrides the config's)")
-	out := fs.String("o", "table", "table or json")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: keybridge roles [list] [--preset NAME] [-c config.yaml] [-o table|json]")
+		fmt.Fprintln(stderr, "       keybridge roles create|duplicate|delete --tenant T --name N [...]")
+		fs.PrintDefaults()
+	}
+	path := configFlag(fs)
+	preset := fs.String("preset", "", "preset to list: "+strings.Join(presets.Names(), " or ")+" (overrides the config's)")
+	out := fs.String("o", "table", "output: table or json")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "roles: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	if *out != "table" && *out != "json" {
+		fmt.Fprintf(stderr, "roles: -o %q: use table or json\n", *out)
+		return 2
+	}
+	if *preset != "" && !flagSet(fs, "c", "config") {
+		*path = "" // --preset alone lists the preset, whatever $KEYBRIDGE_CONFIG says
 	}
 	engine, ok := engineFor(*path, *preset, stderr)
 	if !ok {
@@ -36,34 +58,45 @@ func runRoles(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	type row struct {
 		Name        string   `json:"name"`
 		Kind        string   `json:"kind"`
+		Tenant      string   `json:"tenant,omitempty"`
 		Bypass      string   `json:"bypass,omitempty"`
 		Count       int      `json:"count"`
 		Permissions []string `json:"permissions"`
 		Description string   `json:"description,omitempty"`
 	}
-	var rows []row
+	rows := []row{}
 	for _, r := range engine.Roles() {
-		rows = append(rows, row{r.Name, r.Kind, r.Bypass, len(r.Permissions), r.Permissions, r.Description})
+		rows = append(rows, row{r.Name, r.Kind, r.Tenant, r.Bypass, len(r.Permissions), r.Permissions, r.Description})
 	}
 	if *out == "json" {
-		printJSON(stdout, map[string]any{"preset": engine.Preset(), "roles": rows})
+		printJSON(stdout, map[string]any{"preset": engine.Preset(), "roles": rows, "catalog": engine.Catalog().Permissions})
 		return 0
 	}
 	var t [][]string
 	for _, r := range rows {
-		t = append(t, []string{r.Name, r.Kind, strconv.Itoa(r.Count), strings.Join(r.Permissions, " ")})
+		kind := r.Kind
+		if r.Bypass != "" {
+			kind += ", bypass " + r.Bypass
+		}
+		perms := strings.Join(r.Permissions, " ")
+		if perms == "" {
+			perms = "-"
+		}
+		t = append(t, []string{r.Name, kind, strconv.Itoa(r.Count), perms})
 	}
+	fmt.Fprintf(stdout, "preset %s: %d permissions\n", engine.Preset(), len(engine.Catalog().Permissions))
 	table(stdout, []string{"ROLE", "KIND", "COUNT", "PERMISSIONS"}, t)
 	return 0
 }
 
-// engineFor compiles the mapping from a config file or just a preset.
+// engineFor compiles the mapping from a config file, a preset, or both (the
+// preset overriding the file's); with neither, the default preset.
 func engineFor(path, preset string, stderr io.Writer) (*mapping.Engine, bool) {
 	var mc mapping.Config
 	if path != "" {
 		cfg, err := loadMappingSection(path)
 		if err != nil {
-			fmt.Fprintf(stderr, "config: %v\n", err)
+			printProblems(stderr, "config "+path, err)
 			return nil, false
 		}
 		mc = cfg
@@ -73,10 +106,32 @@ func engineFor(path, preset string, stderr io.Writer) (*mapping.Engine, bool) {
 	}
 	e, err := mapping.New(mc)
 	if err != nil {
-		fmt.Fprintf(stderr, "mapping: %v\n", err)
+		printProblems(stderr, "mapping", err)
 		return nil, false
 	}
 	return e, true
+}
+
+// flagSet reports whether any of the named flags was given on the command
+// line (not just defaulted).
+func flagSet(fs *flag.FlagSet, names ...string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || slices.Contains(names, f.Name) })
+	return set
+}
+
+// printProblems prints one problem a line, each naming its key.
+func printProblems(w io.Writer, what string, err error) {
+	var list []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		list = j.Unwrap()
+	} else {
+		list = []error{err}
+	}
+	fmt.Fprintf(w, "%s: %d problem(s):\n", what, len(list))
+	for _, e := range list {
+		fmt.Fprintf(w, "  - %v\n", e)
+	}
 }
 
 // rolesWrite manages custom roles in the database as the owner.
