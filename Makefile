@@ -13,7 +13,7 @@ REVISION  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.revision=$(REVISION)
 FUZZTIME  ?= 10s
 RELIABILITY_FUZZTIME ?= 60s
-STATICCHECK := honnef.co/go/tools/cmd/staticcheck@2025.1.1
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.6.1
 
 # Loads the environment deploy/local/up wrote (URLs, credentials).
 WITH_ENV := set -a; source $(ENV_FILE); set +a;

@@ -138,9 +138,7 @@ func (c *Config) Validate() []error {
 	if c.Webhook.MaxBodyBytes < 1024 {
 		add("webhook.max_body_bytes", "must be at least 1024")
 	}
-	for _, e := range c.Mapping.Validate() {
-		errs = append(errs, e)
-	}
+	errs = append(errs, c.Mapping.Validate()...)
 	if c.Check.MaxBatch < 1 || c.Check.MaxBatch > 10000 {
 		add("check.max_batch", "%d is out of range: use 1 to 10000", c.Check.MaxBatch)
 	}

@@ -97,7 +97,7 @@ func TestFiveStepsAndRLS(t *testing.T) {
 	create := mw.HTTP("workflows.create", []string{"workflows.create"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, err := middleware.Tx(r.Context()).Exec(r.Context(), `INSERT INTO workflows (tenant_id, name) VALUES ($1, 'x')`, r.URL.Query().Get("tenant"))
 		if err != nil {
-			http.Error(w, "refused", 403)
+			http.Error(w, "refused", http.StatusForbidden)
 			return
 		}
 		w.WriteHeader(201)

@@ -220,7 +220,7 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Token, error) {
 	for i, a := range v.opt.Algorithms {
 		algs[i] = jose.SignatureAlgorithm(a)
 	}
-	jws, err := jose.ParseSigned(raw, algs)
+	jws, err := jose.ParseSignedCompact(raw, algs)
 	if err != nil {
 		return nil, refuse(Malformed, "parse: %v", err)
 	}
