@@ -189,7 +189,14 @@ func (m *Middleware) HTTP(action string, anyOf []string, next http.Handler) http
 			return
 		}
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
-		defer func() { done(sw.status) }()
+		defer func() {
+			// A panicking handler must not commit half its work.
+			if v := recover(); v != nil {
+				done(http.StatusInternalServerError)
+				panic(v)
+			}
+			done(sw.status)
+		}()
 		next.ServeHTTP(sw, r.WithContext(ctx))
 	})
 }
@@ -227,7 +234,13 @@ func (m *Middleware) Require(action string, anyOf ...string) gin.HandlerFunc {
 			return
 		}
 		c.Request = c.Request.WithContext(ctx)
-		defer func() { done(c.Writer.Status()) }()
+		defer func() {
+			if v := recover(); v != nil {
+				done(http.StatusInternalServerError)
+				panic(v)
+			}
+			done(c.Writer.Status())
+		}()
 		c.Next()
 	}
 }

@@ -135,7 +135,20 @@ func TestFiveStepsAndRLS(t *testing.T) {
 			}
 		})
 	}
+	// A handler that writes and then panics commits nothing.
+	boom := mw.HTTP("workflows.create", []string{"workflows.create"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = middleware.Tx(r.Context()).Exec(r.Context(), `INSERT INTO workflows (tenant_id, name) VALUES ('acme', 'panic')`)
+		panic("handler bug")
+	}))
+	func() {
+		defer func() { _ = recover() }()
+		call(boom, "acme-dev", "")
+	}()
 	var n int
+	_ = owner.QueryRow(ctx, `SELECT count(*) FROM (SELECT set_config('app.tenant_id', 'acme', false)) s, workflows WHERE name = 'panic'`).Scan(&n)
+	if n != 0 {
+		t.Errorf("a panicking handler's write was committed")
+	}
 	_ = owner.QueryRow(ctx, `SELECT count(*) FROM workflows WHERE name = 'x'`).Scan(&n) // the owner is filtered too: FORCE
 	if err := pool.QueryRow(ctx, `SELECT count(*) FROM workflows`).Scan(&n); err != nil {
 		t.Fatal(err)
@@ -157,7 +170,7 @@ func TestFiveStepsAndRLS(t *testing.T) {
 	for _, ev := range events {
 		outcomes[ev.Outcome]++
 	}
-	if outcomes["success"] != 4 || outcomes["denied"] != 4 || outcomes["failure"] != 1 {
-		t.Errorf("audited outcomes %v, want 4 successes (3 lists, 1 create), 4 denials and 1 failure", outcomes)
+	if outcomes["success"] != 4 || outcomes["denied"] != 4 || outcomes["failure"] != 2 {
+		t.Errorf("audited outcomes %v, want 4 successes (3 lists, 1 create), 4 denials and 2 failures (a refused write, a panic)", outcomes)
 	}
 }
