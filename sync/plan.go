@@ -90,13 +90,12 @@ func Desired(s *Snapshot, e *mapping.Engine, current *store.SyncState, now time.
 	}
 	for _, g := range s.Groups {
 		t := teamTenant(g.Path)
-		if t != "" {
-			if _, ok := tenants[t]; !ok || g.Path == prefix+t {
-				tenants[t] = g.Name
-				if g.Path != prefix+t {
-					tenants[t] = t
-				}
-			}
+		// A tenant is named after its own group; a deeper group only
+		// guarantees the tenant exists.
+		if g.Path == prefix+t && t != "" {
+			tenants[t] = g.Name
+		} else if _, ok := tenants[t]; t != "" && !ok {
+			tenants[t] = t
 		}
 		d.Teams = append(d.Teams, store.TeamRow{ID: g.ID, Tenant: t, Name: g.Name, Path: g.Path, ParentID: g.ParentID, Status: "active"})
 	}

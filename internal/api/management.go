@@ -553,18 +553,28 @@ func (m *Management) duplicateRole(c *gin.Context) {
 	m.saveNewRole(c, action, r, description)
 }
 
+// customRole loads the route's role for an edit; anything but a custom role
+// is refused as immutable (and audited as a denial).
+func (m *Management) customRole(c *gin.Context, action, verb string) (store.RoleRow, bool) {
+	cur, err := store.GetRole(c.Request.Context(), m.Gate.Tx(c), c.Param("id"))
+	if err != nil {
+		m.storeError(c, action, "role", c.Param("id"), err)
+		return store.RoleRow{}, false
+	}
+	if cur.Kind != "custom" {
+		m.record(c, action, "role", cur.ID, audit.Denied, "system roles are immutable")
+		Error(c, http.StatusForbidden, "immutable", cur.Kind+" roles cannot be "+verb)
+		return store.RoleRow{}, false
+	}
+	return cur, true
+}
+
 func (m *Management) updateRole(c *gin.Context) {
 	const action = "roles.update"
 	ctx := c.Request.Context()
 	tx := m.Gate.Tx(c)
-	cur, err := store.GetRole(ctx, tx, c.Param("id"))
-	if err != nil {
-		m.storeError(c, action, "role", c.Param("id"), err)
-		return
-	}
-	if cur.Kind != "custom" {
-		m.record(c, action, "role", cur.ID, audit.Denied, "system roles are immutable")
-		Error(c, http.StatusForbidden, "immutable", cur.Kind+" roles cannot be edited: duplicate it as a custom role")
+	cur, ok := m.customRole(c, action, "edited: duplicate it as a custom role")
+	if !ok {
 		return
 	}
 	var req struct {
@@ -607,14 +617,8 @@ func (m *Management) deleteRole(c *gin.Context) {
 	const action = "roles.delete"
 	ctx := c.Request.Context()
 	tx := m.Gate.Tx(c)
-	cur, err := store.GetRole(ctx, tx, c.Param("id"))
-	if err != nil {
-		m.storeError(c, action, "role", c.Param("id"), err)
-		return
-	}
-	if cur.Kind != "custom" {
-		m.record(c, action, "role", cur.ID, audit.Denied, "system roles are immutable")
-		Error(c, http.StatusForbidden, "immutable", cur.Kind+" roles cannot be deleted")
+	cur, ok := m.customRole(c, action, "deleted")
+	if !ok {
 		return
 	}
 	force := c.Query("force") == "true"
