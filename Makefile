@@ -54,7 +54,7 @@ test: up build tools ## every test: unit, integration against the real services,
 	@scripts/test-summary $(LOCAL)/test.log
 
 .PHONY: tools
-tools: ## install the test tools (promtool, nginx, jq) when missing
+tools: ## install the test tools (promtool, nginx, jq, wrk) when missing
 	scripts/ensure-tools
 
 .PHONY: fuzz-short
@@ -62,7 +62,7 @@ fuzz-short: ## run every fuzz target for FUZZTIME (default 10s) each
 	scripts/fuzz-all $(FUZZTIME)
 
 .PHONY: bench
-bench: up build ## benchmarks with their references (make bench BENCH=Decide for one)
+bench: up build tools ## benchmarks with their references (make bench BENCH=Decide for one)
 	deploy/local/reset-realm
 	$(WITH_ENV) $(BIN) migrate up
 	$(WITH_ENV) $(GO) test -run='^$$' -bench='$(or $(BENCH),.)' -benchmem -count=1 -timeout 60m ./...

@@ -50,6 +50,12 @@ type Server struct {
 	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
 	// TrustedProxies are CIDRs whose X-Forwarded-* headers are believed.
 	TrustedProxies []string `yaml:"trusted_proxies"`
+	// GCPercent is the Go garbage collector's target (what GOGC sets) for
+	// the daemon. keybridge's live heap is small and its request path
+	// allocates steadily, so Go's default of 100 collects far more often than
+	// the memory saved is worth; 400 trades a few MB for throughput. The
+	// GOGC environment variable, when set, wins; -1 turns the collector off.
+	GCPercent int `yaml:"gc_percent"`
 }
 
 // Log configures log/slog.
@@ -236,7 +242,7 @@ type Audit struct {
 // Default returns a config with every default filled in.
 func Default() Config {
 	return Config{
-		Server:   Server{Listen: "127.0.0.1:8080", ShutdownTimeout: 15 * time.Second, ReadHeaderTimeout: 5 * time.Second},
+		Server:   Server{Listen: "127.0.0.1:8080", ShutdownTimeout: 15 * time.Second, ReadHeaderTimeout: 5 * time.Second, GCPercent: 400},
 		Log:      Log{Level: "info", Format: "json"},
 		Database: Database{MaxConns: 20},
 		Keycloak: Keycloak{Realm: "", ClientID: "keybridge", Timeout: 10 * time.Second, PageSize: 200, Retries: 3},

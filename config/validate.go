@@ -30,6 +30,9 @@ func (c *Config) Validate() []error {
 	if _, _, err := net.SplitHostPort(c.Server.Listen); err != nil {
 		add("server.listen", "%q is not host:port (for example 0.0.0.0:8080)", c.Server.Listen)
 	}
+	if c.Server.GCPercent < -1 || c.Server.GCPercent == 0 {
+		add("server.gc_percent", "%d is not a GOGC value: use a positive percentage such as 400, or -1 to turn the collector off", c.Server.GCPercent)
+	}
 	if c.Server.ShutdownTimeout <= 0 {
 		add("server.shutdown_timeout", "must be positive, for example 15s")
 	}

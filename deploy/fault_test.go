@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -23,7 +22,7 @@ type daemon struct {
 
 func startDaemon(t *testing.T, bin string, db testenv.Database, kc testenv.Keycloak) *daemon {
 	t.Helper()
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	cmd := exec.Command(bin, "serve", "-c", "../config/keybridge.example.yaml")
 	cmd.Env = append(os.Environ(), "KEYBRIDGE_SERVER_LISTEN=127.0.0.1:"+fmt.Sprint(port), "KEYBRIDGE_DATABASE_URL="+db.AppURL,
 		"KEYBRIDGE_DATABASE_SYNC_URL="+db.SyncURL, "KEYBRIDGE_KEYCLOAK_URL="+kc.URL, "KEYBRIDGE_KEYCLOAK_CLIENT_SECRET="+kc.ClientSecret,
@@ -67,10 +66,7 @@ func until(t *testing.T, what string, limit time.Duration, cond func() bool) tim
 func TestFaultReplicasAndSigkill(t *testing.T) {
 	kc := testenv.RequireKeycloak(t)
 	db := testenv.NewDatabase(t)
-	bin := filepath.Join(t.TempDir(), "keybridge")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/keybridge").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v %s", err, out)
-	}
+	bin := testenv.BuildDaemon(t)
 	a := startDaemon(t, bin, db, kc)
 	b := startDaemon(t, bin, db, kc)
 	until(t, "a leader", 60*time.Second, func() bool { return a.leader() || b.leader() })

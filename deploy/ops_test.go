@@ -300,11 +300,8 @@ func TestPrometheusScrapesKeybridge(t *testing.T) {
 	kc := testenv.RequireKeycloak(t)
 	db := testenv.NewDatabase(t)
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "keybridge")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/keybridge").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v %s", err, out)
-	}
-	kbPort, promPort := freePort(t), freePort(t)
+	bin := testenv.BuildDaemon(t)
+	kbPort, promPort := testenv.FreePort(t), testenv.FreePort(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	kb := exec.CommandContext(ctx, bin, "serve", "-c", "../config/keybridge.example.yaml")

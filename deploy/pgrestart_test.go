@@ -30,10 +30,7 @@ func TestFaultPostgresRestartDuringChecks(t *testing.T) {
 	}
 	kc := testenv.RequireKeycloak(t)
 	db := testenv.NewDatabase(t)
-	bin := filepath.Join(t.TempDir(), "keybridge")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/keybridge").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v %s", err, out)
-	}
+	bin := testenv.BuildDaemon(t)
 	d := startDaemon(t, bin, db, kc)
 	until(t, "ready", 60*time.Second, func() bool {
 		res, err := http.Get(d.base + "/readyz")

@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -23,12 +22,8 @@ import (
 func TestSecretsNeverLeak(t *testing.T) {
 	kc := testenv.RequireKeycloak(t)
 	db := testenv.NewDatabase(t)
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "keybridge")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/keybridge").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v %s", err, out)
-	}
-	port := freePort(t)
+	bin := testenv.BuildDaemon(t)
+	port := testenv.FreePort(t)
 	webhookSecret := "whsec-" + fmt.Sprint(time.Now().UnixNano())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

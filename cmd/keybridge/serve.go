@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/debug"
 	"sync"
 
 	"github.com/keybridge/keybridge/config"
@@ -38,6 +39,9 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) int {
 }
 
 func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(cfg.Server.GCPercent)
+	}
 	m := metrics.New(version, revision)
 	st, err := store.Open(ctx, cfg.Database.URL, cfg.Database.SyncURL, cfg.Database.MaxConns)
 	if err != nil {

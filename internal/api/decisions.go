@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"crypto/subtle"
-	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -64,7 +63,7 @@ func (d *Decisions) now() time.Time {
 }
 
 func (d *Decisions) limitClient(c *gin.Context) {
-	if ok, wait := d.PerClient.Allow("ip:" + c.ClientIP()); !ok {
+	if ok, wait := d.PerClient.Allow(c.ClientIP()); !ok {
 		d.rateLimited(c, "client", wait)
 	}
 }
@@ -98,7 +97,7 @@ func (d *Decisions) caller(c *gin.Context) (identity.Caller, bool) {
 		Error(c, http.StatusUnauthorized, "invalid_token", "the token is invalid, expired or revoked")
 		return identity.Caller{}, false
 	}
-	if ok, wait := d.PerSubject.Allow("sub:" + who.Grant.Subject); !ok {
+	if ok, wait := d.PerSubject.Allow(who.Grant.Subject); !ok {
 		d.rateLimited(c, "subject", wait)
 		return identity.Caller{}, false
 	}
@@ -125,13 +124,19 @@ type CheckAnswer struct {
 	Session    rls.Session `json:"session"`
 }
 
+type checkResults struct {
+	Results []CheckAnswer `json:"results"`
+}
+
 // ParseCheckBody decodes a /v1/check body strictly: one check or a batch.
 func ParseCheckBody(r io.Reader, maxBatch int) ([]checkRequest, bool, error) {
-	dec := json.NewDecoder(io.LimitReader(r, 1<<20))
-	dec.DisallowUnknownFields()
-	var b checkBody
-	if err := dec.Decode(&b); err != nil {
-		return nil, false, errors.New("body: " + strings.TrimPrefix(err.Error(), "json: "))
+	data, err := readBody(r, maxCheckBody)
+	if err != nil {
+		return nil, false, err
+	}
+	b, err := decodeStrict[checkBody](data)
+	if err != nil {
+		return nil, false, err
 	}
 	single := b.Permission != "" || len(b.AnyOf) > 0
 	switch {
@@ -191,10 +196,10 @@ func (d *Decisions) check(c *gin.Context) {
 		}
 	}
 	if single {
-		c.JSON(http.StatusOK, answers[0])
+		writeJSON(c, http.StatusOK, &answers[0])
 		return
 	}
-	c.JSON(http.StatusOK, gin.H{"results": answers})
+	writeJSON(c, http.StatusOK, checkResults{Results: answers})
 }
 
 func (d *Decisions) auditDecision(c *gin.Context, g *mapping.Grant, action string, res mapping.Resource, dec mapping.Decision) {
@@ -239,30 +244,61 @@ func (d *Decisions) introspect(c *gin.Context) {
 	}
 	who, err := d.Identify.Identify(c.Request.Context(), raw)
 	if err != nil {
-		c.JSON(http.StatusOK, gin.H{"active": false})
+		c.Data(http.StatusOK, jsonContentType, inactive)
 		return
 	}
-	cl := who.Token.Claims
-	out := gin.H{"active": true, "token_type": "Bearer", "sub": who.Token.Subject, "exp": who.Token.Expiry.Unix(),
-		"tenant_id": who.Grant.Tenant, "roles": who.Grant.Roles, "permissions": who.Grant.Permissions, "teams": who.Grant.Teams}
-	for _, k := range []string{"scope", "iss", "aud", "jti"} {
-		if v, ok := cl[k]; ok {
-			out[k] = v
+	if who.Memo != nil {
+		if b := who.Memo.Introspection.Load(); b != nil {
+			c.Data(http.StatusOK, jsonContentType, *b)
+			return
 		}
 	}
-	if v, ok := cl["azp"]; ok {
-		out["client_id"] = v
-	}
-	if v, ok := cl["preferred_username"]; ok {
-		out["username"] = v
-	}
+	cl := who.Token.Claims
+	out := introspection{Active: true, TokenType: "Bearer", Sub: who.Token.Subject, Exp: who.Token.Expiry.Unix(),
+		Scope: cl["scope"], ClientID: cl["azp"], Username: cl["preferred_username"], Aud: cl["aud"], Iss: cl["iss"], Jti: cl["jti"],
+		TenantID: who.Grant.Tenant, Roles: who.Grant.Roles, Permissions: who.Grant.Permissions, Teams: who.Grant.Teams}
 	if !who.Token.IssuedAt.IsZero() {
-		out["iat"] = who.Token.IssuedAt.Unix()
+		out.Iat = who.Token.IssuedAt.Unix()
 	}
 	if !who.Token.NotBefore.IsZero() {
-		out["nbf"] = who.Token.NotBefore.Unix()
+		out.Nbf = who.Token.NotBefore.Unix()
 	}
-	c.JSON(http.StatusOK, out)
+	b, err := sonicEncode.Marshal(&out)
+	if err != nil {
+		Error(c, http.StatusInternalServerError, "internal", "could not encode the answer")
+		return
+	}
+	if who.Memo != nil {
+		// The answer is a function of the token and the grant only, which
+		// the memo lives and dies with.
+		who.Memo.Introspection.Store(&b)
+	}
+	c.Data(http.StatusOK, jsonContentType, b)
+}
+
+// inactive is the whole answer for a token that is not active (RFC 7662
+// §2.2): nothing about why.
+var inactive = []byte(`{"active":false}`)
+
+// introspection is an active token's answer: RFC 7662's fields (claims are
+// passed through as the token has them) and keybridge's resolution.
+type introspection struct {
+	Active      bool     `json:"active"`
+	Scope       any      `json:"scope,omitempty"`
+	ClientID    any      `json:"client_id,omitempty"`
+	Username    any      `json:"username,omitempty"`
+	TokenType   string   `json:"token_type"`
+	Exp         int64    `json:"exp"`
+	Iat         int64    `json:"iat,omitempty"`
+	Nbf         int64    `json:"nbf,omitempty"`
+	Sub         string   `json:"sub"`
+	Aud         any      `json:"aud,omitempty"`
+	Iss         any      `json:"iss,omitempty"`
+	Jti         any      `json:"jti,omitempty"`
+	TenantID    string   `json:"tenant_id"`
+	Roles       []string `json:"roles"`
+	Permissions []string `json:"permissions"`
+	Teams       []string `json:"teams"`
 }
 
 // introspectionCaller authenticates the caller of /oauth2/introspect: a

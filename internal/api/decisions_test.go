@@ -171,6 +171,45 @@ func TestIntrospectionOfEveryDemoUser(t *testing.T) {
 	}
 }
 
+// TestIntrospectionFollowsGrantChanges: the encoded answer kept per
+// resolved token is replaced with the resolution when the directory changes.
+func TestIntrospectionFollowsGrantChanges(t *testing.T) {
+	e := newDecEnv(t, "")
+	tok := userToken(t, e.kc, e.kc.Realm, e.kc.PublicClientID, "dana")
+	perms := func() []any {
+		out := e.introspect(t, tok)
+		p, _ := out["permissions"].([]any)
+		return p
+	}
+	if n := len(perms()); n != 34 {
+		t.Fatalf("dana starts with %d permissions, want 34", n)
+	}
+	if n := len(perms()); n != 34 { // the kept answer
+		t.Fatalf("second answer has %d permissions, want 34", n)
+	}
+	ctx := context.Background()
+	sub := e.introspect(t, tok)["sub"].(string)
+	if _, err := e.st.SysPool().Exec(ctx, `INSERT INTO role_assignments (person_id, permission, tenant_id, source, rule_ref)
+		VALUES ($1, 'billing.manage', 'acme', 'local', 'test')`, sub); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.dir.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(perms(), any("billing.manage")) {
+		t.Fatalf("granted permission missing after the directory changed: %v", perms())
+	}
+	if _, err := e.st.SysPool().Exec(ctx, `DELETE FROM role_assignments WHERE person_id = $1 AND rule_ref = 'test'`, sub); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.dir.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if p := perms(); len(p) != 34 || slices.Contains(p, any("billing.manage")) {
+		t.Fatalf("revoked permission still answered: %v", p)
+	}
+}
+
 func b64(v any) string {
 	b, _ := json.Marshal(v)
 	return base64.RawURLEncoding.EncodeToString(b)

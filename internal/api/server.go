@@ -12,10 +12,12 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/keybridge/keybridge/internal/metrics"
@@ -52,6 +54,29 @@ type Server struct {
 	TrustedProxies []string
 
 	shuttingDown atomic.Bool
+	ids          requestIDs
+	seriesMu     sync.RWMutex
+	series       map[routeKey]routeSeries
+}
+
+// requestIDs makes request ids without a syscall per request: a random
+// prefix drawn once per process (so replicas and restarts differ) and a
+// counter.
+type requestIDs struct {
+	once   sync.Once
+	prefix []byte
+	n      atomic.Uint64
+}
+
+func (r *requestIDs) next() string {
+	r.once.Do(func() {
+		b := make([]byte, 6)
+		_, _ = rand.Read(b)
+		r.prefix = append(hex.AppendEncode(nil, b), '-')
+	})
+	buf := make([]byte, 0, len(r.prefix)+16)
+	buf = append(buf, r.prefix...)
+	return string(strconv.AppendUint(buf, r.n.Add(1), 36))
 }
 
 // Handler builds the Gin engine.
@@ -106,17 +131,16 @@ func (s *Server) readyz(c *gin.Context) {
 	c.JSON(http.StatusOK, gin.H{"status": "ready", "checks": checks})
 }
 
-const requestIDKey = "request_id"
+const requestIDHeader = "X-Request-Id"
 
+// requestID takes the caller's X-Request-Id (up to 128 bytes) or makes one,
+// and answers it; the response header is where RequestID reads it back.
 func (s *Server) requestID(c *gin.Context) {
-	id := c.GetHeader("X-Request-Id")
+	id := c.GetHeader(requestIDHeader)
 	if id == "" || len(id) > 128 {
-		b := make([]byte, 8)
-		_, _ = rand.Read(b)
-		id = hex.EncodeToString(b)
+		id = s.ids.next()
 	}
-	c.Set(requestIDKey, id)
-	c.Header("X-Request-Id", id)
+	c.Writer.Header()[requestIDHeader] = []string{id}
 	c.Next()
 }
 
@@ -124,7 +148,12 @@ func (s *Server) requestID(c *gin.Context) {
 var hotRoutes = map[string]bool{"/v1/check": true, "/oauth2/introspect": true, "/v1/forward-auth": true}
 
 // RequestID returns the request's id.
-func RequestID(c *gin.Context) string { return c.GetString(requestIDKey) }
+func RequestID(c *gin.Context) string {
+	if v := c.Writer.Header()[requestIDHeader]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
 
 func (s *Server) observe(c *gin.Context) {
 	start := time.Now()
@@ -135,8 +164,9 @@ func (s *Server) observe(c *gin.Context) {
 	}
 	status := c.Writer.Status()
 	d := time.Since(start)
-	s.Metrics.HTTPRequests.WithLabelValues(route, c.Request.Method, strconv.Itoa(status)).Inc()
-	s.Metrics.HTTPDuration.WithLabelValues(route, c.Request.Method).Observe(d.Seconds())
+	m := s.routeMetrics(route, c.Request.Method, status)
+	m.requests.Inc()
+	m.duration.Observe(d.Seconds())
 	if route == "/metrics" || route == "/healthz" || route == "/readyz" {
 		return
 	}
@@ -155,6 +185,43 @@ func (s *Server) observe(c *gin.Context) {
 	s.Log.Log(c.Request.Context(), level, "http request", "request_id", RequestID(c), "method", c.Request.Method,
 		"route", route, "status", status, "duration_ms", float64(d.Microseconds())/1000, "client_ip", c.ClientIP())
 }
+
+// routeSeries are one route's metric series, looked up once: resolving the
+// label values of a vector on every request costs more than the request's
+// decision.
+type routeSeries struct {
+	requests prometheus.Counter
+	duration prometheus.Observer
+}
+
+type routeKey struct {
+	route, method string
+	status        int
+}
+
+func (s *Server) routeMetrics(route, method string, status int) routeSeries {
+	if !knownMethods[method] {
+		method = "other" // the method is the client's: bound the label
+	}
+	k := routeKey{route, method, status}
+	s.seriesMu.RLock()
+	v, ok := s.series[k]
+	s.seriesMu.RUnlock()
+	if ok {
+		return v
+	}
+	v = routeSeries{requests: s.Metrics.HTTPRequests.WithLabelValues(route, method, strconv.Itoa(status)),
+		duration: s.Metrics.HTTPDuration.WithLabelValues(route, method)}
+	s.seriesMu.Lock()
+	if s.series == nil {
+		s.series = map[routeKey]routeSeries{}
+	}
+	s.series[k] = v
+	s.seriesMu.Unlock()
+	return v
+}
+
+var knownMethods = map[string]bool{"GET": true, "HEAD": true, "POST": true, "PUT": true, "PATCH": true, "DELETE": true, "OPTIONS": true}
 
 func (s *Server) recover(c *gin.Context) {
 	defer func() {

@@ -2,7 +2,6 @@ package auth
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -42,7 +41,7 @@ func (r *Remote) now() time.Time {
 
 // Verify implements TokenVerifier.
 func (r *Remote) Verify(ctx context.Context, raw string) (*Token, error) {
-	key := sha256.Sum256([]byte(raw))
+	key := tokenKey(raw)
 	now := r.now()
 	r.mu.Lock()
 	e, ok := r.cache[key]

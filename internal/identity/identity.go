@@ -7,6 +7,7 @@ package identity
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/keybridge/keybridge/internal/auth"
@@ -18,6 +19,9 @@ import (
 type Caller struct {
 	Token *auth.Token
 	Grant *mapping.Grant
+	// Memo keeps what is derived from this token and grant alone, for as
+	// long as the resolution is cached; nil when nothing may be kept.
+	Memo *Memo
 }
 
 // Resolver resolves tokens and remembers the grant of a token until the
@@ -66,7 +70,7 @@ func (r *Resolver) Identify(ctx context.Context, raw string) (Caller, error) {
 	now := r.now()
 	engine := r.Dir.Engine()
 	g := engine.Resolve(mapping.FactsFromClaims(tok.Claims, engine.Config().Claims), person.Assignments, now)
-	caller := Caller{Token: tok, Grant: g}
+	caller := Caller{Token: tok, Grant: g, Memo: &Memo{}}
 	r.mu.Lock()
 	if r.cache == nil || len(r.cache) >= max(r.MaxCache, 1) {
 		r.cache = map[[32]byte]cached{} // a full reset is cheap and bounds memory
@@ -80,6 +84,14 @@ func (r *Resolver) Identify(ctx context.Context, raw string) (Caller, error) {
 }
 
 // Authenticate implements middleware.Authenticator.
+// Memo holds encodings computed from one resolved caller: a cached
+// resolution answers the same until the token or the directory changes, and
+// then the resolution and its memo are replaced together.
+type Memo struct {
+	// Introspection is the RFC 7662 answer for the token, once encoded.
+	Introspection atomic.Pointer[[]byte]
+}
+
 func (r *Resolver) Authenticate(ctx context.Context, raw string) (*mapping.Grant, error) {
 	c, err := r.Identify(ctx, raw)
 	if err != nil {
