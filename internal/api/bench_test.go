@@ -193,7 +193,7 @@ func BenchmarkDecisions(b *testing.B) {
 
 	kcIntrospect := func(tok string) target {
 		return target{url: kc.URL + "/realms/" + kc.Realm + "/protocol/openid-connect/token/introspect", method: "POST",
-			body: url.Values{"token": {tok}, "client_id": {kc.ClientID}, "client_secret": {kc.ClientSecret}}.Encode(),
+			body:    url.Values{"token": {tok}, "client_id": {kc.ClientID}, "client_secret": {kc.ClientSecret}}.Encode(),
 			headers: map[string]string{"Content-Type": "application/x-www-form-urlencoded"}}
 	}
 	warmKeycloak(b, wrk, func() target { return kcIntrospect(freshToken(b, kc, "dana")) })
