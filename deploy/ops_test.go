@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -274,15 +273,6 @@ func TestKubernetesManifests(t *testing.T) {
 	if errs := checkManifest(broken[0]); len(errs) < 4 {
 		t.Errorf("a broken deployment passed with only %v", errs)
 	}
-}
-
-func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func getJSON(url string, out any) error {

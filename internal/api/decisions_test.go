@@ -454,8 +454,3 @@ func (a *kcAdmin) setEnabledID(id string, on bool) {
 	a.call("PUT", "/users/"+id, strings.NewReader(string(b)))
 }
 
-func newDecEnvB(b *testing.B) *decEnv { return newDecEnv(b, "") }
-
-func userTokenB(b *testing.B, e *decEnv) string {
-	return userToken(b, e.kc, e.kc.Realm, e.kc.PublicClientID, "dana")
-}
