@@ -453,4 +453,3 @@ func (a *kcAdmin) setEnabledID(id string, on bool) {
 	b, _ := json.Marshal(u)
 	a.call("PUT", "/users/"+id, strings.NewReader(string(b)))
 }
-
