@@ -80,6 +80,7 @@ func TestProblemsNameTheKeyAndTheFix(t *testing.T) {
 		{"guard share out of range", minimal + "sync:\n  max_removal_share: 2\n", secrets, []string{"sync.max_removal_share"}},
 		{"unset variable", strings.Replace(minimal, "realm: fastn", "realm: ${NO_SUCH_VAR}", 1), secrets, []string{"keycloak.realm: environment variable NO_SUCH_VAR is not set"}},
 		{"bad env override", minimal, map[string]string{"KEYBRIDGE_KEYCLOAK_CLIENT_SECRET": "x", "KEYBRIDGE_SERVER_SHUTDOWN_TIMEOUT": "soon"}, []string{"server.shutdown_timeout (from KEYBRIDGE_SERVER_SHUTDOWN_TIMEOUT): not a duration"}},
+		{"gc target", minimal, map[string]string{"KEYBRIDGE_KEYCLOAK_CLIENT_SECRET": "x", "KEYBRIDGE_SERVER_GC_PERCENT": "-5"}, []string{"server.gc_percent: -5 is not a GOGC value"}},
 		{"nested unknown key in a list", minimal + "forward_auth:\n  routes:\n    - { path: /x, any_off: [a.b] }\n", secrets, []string{"forward_auth.routes[0].any_off: unknown key"}},
 		{"database password is not echoed", strings.Replace(minimal, "postgres://keybridge_app@127.0.0.1:5432/keybridge", "postgres://u:hunter2@h:notaport/db", 1), secrets, []string{"database.url"}},
 	}
