@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -15,29 +13,18 @@ import (
 	"github.com/keybridge/keybridge/internal/testenv"
 )
 
-type daemon struct {
-	cmd  *exec.Cmd
-	base string
-}
+// daemon is a real keybridge with sync every 2s and events every 500ms.
+type daemon struct{ *testenv.Daemon }
 
-func startDaemon(t *testing.T, bin string, db testenv.Database, kc testenv.Keycloak) *daemon {
+func startDaemon(t *testing.T, bin string, db testenv.Database, kc testenv.Keycloak) daemon {
 	t.Helper()
-	port := testenv.FreePort(t)
-	cmd := exec.Command(bin, "serve", "-c", "../config/keybridge.example.yaml")
-	cmd.Env = append(os.Environ(), "KEYBRIDGE_SERVER_LISTEN=127.0.0.1:"+fmt.Sprint(port), "KEYBRIDGE_DATABASE_URL="+db.AppURL,
-		"KEYBRIDGE_DATABASE_SYNC_URL="+db.SyncURL, "KEYBRIDGE_KEYCLOAK_URL="+kc.URL, "KEYBRIDGE_KEYCLOAK_CLIENT_SECRET="+kc.ClientSecret,
-		"KEYBRIDGE_SYNC_EVENTS_INTERVAL=500ms", "KEYBRIDGE_SYNC_SCHEDULE=@every 2s", "KEYBRIDGE_SYNC_JITTER=0s")
-	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	return &daemon{cmd: cmd, base: fmt.Sprintf("http://127.0.0.1:%d", port)}
+	return daemon{testenv.StartDaemon(t, bin, db, kc,
+		"KEYBRIDGE_SYNC_EVENTS_INTERVAL=500ms", "KEYBRIDGE_SYNC_SCHEDULE=@every 2s", "KEYBRIDGE_SYNC_JITTER=0s")}
 }
 
 // leader reads keybridge_sync_leader from the daemon's metrics.
-func (d *daemon) leader() bool {
-	res, err := http.Get(d.base + "/metrics")
+func (d daemon) leader() bool {
+	res, err := http.Get(d.Base + "/metrics")
 	if err != nil {
 		return false
 	}
@@ -86,7 +73,7 @@ func TestFaultReplicasAndSigkill(t *testing.T) {
 		_ = pool.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM sync_runs WHERE outcome = 'running')`).Scan(&running)
 		return running
 	})
-	if err := leader.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := leader.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	took := until(t, "takeover", 20*time.Second, follower.leader)

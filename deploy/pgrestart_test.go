@@ -33,7 +33,7 @@ func TestFaultPostgresRestartDuringChecks(t *testing.T) {
 	bin := testenv.BuildDaemon(t)
 	d := startDaemon(t, bin, db, kc)
 	until(t, "ready", 60*time.Second, func() bool {
-		res, err := http.Get(d.base + "/readyz")
+		res, err := http.Get(d.Base + "/readyz")
 		if err != nil {
 			return false
 		}
@@ -62,7 +62,7 @@ func TestFaultPostgresRestartDuringChecks(t *testing.T) {
 				return
 			default:
 			}
-			req, _ := http.NewRequest("POST", d.base+"/v1/check", strings.NewReader(`{"permission":"billing.manage"}`))
+			req, _ := http.NewRequest("POST", d.Base+"/v1/check", strings.NewReader(`{"permission":"billing.manage"}`))
 			req.Header.Set("Authorization", "Bearer "+tk.AccessToken)
 			res, err := http.DefaultClient.Do(req)
 			if err != nil || res.StatusCode != 200 {
@@ -84,7 +84,7 @@ func TestFaultPostgresRestartDuringChecks(t *testing.T) {
 				return
 			default:
 			}
-			if res, err := http.Get(d.base + "/readyz"); err == nil {
+			if res, err := http.Get(d.Base + "/readyz"); err == nil {
 				if res.StatusCode == 503 {
 					notReady.Add(1)
 				}

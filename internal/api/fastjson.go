@@ -27,8 +27,9 @@ var (
 	// ParseCheckBody used before, and refuses raw control characters in
 	// strings as RFC 8259 does.
 	sonicDecode = sonic.Config{DisallowUnknownFields: true, ValidateString: true}.Froze()
-	// sonicEncode writes what encoding/json writes: HTML-safe escapes,
-	// sorted map keys, invalid UTF-8 replaced.
+	// sonicEncode writes the JSON values encoding/json writes (HTML-safe
+	// escapes, sorted map keys, invalid UTF-8 replaced); a few escapes are
+	// spelled differently (\u000c for \f), as FuzzAnswerEncoding allows.
 	sonicEncode = sonic.ConfigStd
 )
 
@@ -75,7 +76,7 @@ func decodeStrict[T any](data []byte) (T, error) {
 
 const jsonContentType = "application/json; charset=utf-8"
 
-// writeJSON answers v as JSON, byte for byte what c.JSON would write.
+// writeJSON answers v as JSON: the same value c.JSON would write.
 func writeJSON(c *gin.Context, status int, v any) {
 	b, err := sonicEncode.Marshal(v)
 	if err != nil {

@@ -54,7 +54,7 @@ type Server struct {
 	TrustedProxies []string
 
 	shuttingDown atomic.Bool
-	ids          requestIDs
+	ids          *requestIDs
 	seriesMu     sync.RWMutex
 	series       map[routeKey]routeSeries
 }
@@ -63,17 +63,17 @@ type Server struct {
 // prefix drawn once per process (so replicas and restarts differ) and a
 // counter.
 type requestIDs struct {
-	once   sync.Once
 	prefix []byte
 	n      atomic.Uint64
 }
 
+func newRequestIDs() *requestIDs {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return &requestIDs{prefix: append(hex.AppendEncode(nil, b), '-')}
+}
+
 func (r *requestIDs) next() string {
-	r.once.Do(func() {
-		b := make([]byte, 6)
-		_, _ = rand.Read(b)
-		r.prefix = append(hex.AppendEncode(nil, b), '-')
-	})
 	buf := make([]byte, 0, len(r.prefix)+16)
 	buf = append(buf, r.prefix...)
 	return string(strconv.AppendUint(buf, r.n.Add(1), 36))
@@ -82,6 +82,7 @@ func (r *requestIDs) next() string {
 // Handler builds the Gin engine.
 func (s *Server) Handler() http.Handler {
 	gin.SetMode(gin.ReleaseMode)
+	s.ids = newRequestIDs()
 	r := gin.New()
 	r.HandleMethodNotAllowed = true
 	// Client addresses come from the socket unless the request came through
