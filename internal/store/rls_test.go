@@ -145,6 +145,39 @@ func TestIsolationRLSTables(t *testing.T) {
 			t.Errorf("update touched %d foreign rows (err %v)", affected, err)
 		}
 	})
+	t.Run("a person's other tenants stay hidden", func(t *testing.T) {
+		tried++
+		// p-acme joins globex too: acme may see p-acme, not that it is in globex.
+		if err := st.InSystemTx(ctx, func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, `INSERT INTO tenant_members (tenant_id, person_id) VALUES ('globex', 'p-acme')`)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		acme := rls.WithSession(ctx, rls.Session{TenantID: "acme"})
+		var name string
+		if err := st.InTx(acme, func(tx pgx.Tx) error {
+			return tx.QueryRow(ctx, `SELECT username FROM people WHERE id = 'p-acme'`).Scan(&name)
+		}); err != nil || name != "alice" {
+			t.Fatalf("acme cannot read its member's named columns: %q, %v", name, err)
+		}
+		for _, q := range []string{`SELECT tenant_ids FROM people`, `SELECT * FROM people`, `SELECT count(*) FROM people WHERE 'globex' = ANY (tenant_ids)`} {
+			err := st.InTx(acme, func(tx pgx.Tx) error {
+				_, err := tx.Exec(ctx, q)
+				return err
+			})
+			if err == nil || !strings.Contains(err.Error(), "permission denied") {
+				t.Errorf("%s: %v, want permission denied", q, err)
+			}
+		}
+		// The policy still reads the column: globex sees p-acme, a tenant-less session does not.
+		var n int
+		if err := st.InTx(rls.WithSession(ctx, rls.Session{TenantID: "globex"}), func(tx pgx.Tx) error {
+			return tx.QueryRow(ctx, `SELECT count(*) FROM people WHERE id = 'p-acme'`).Scan(&n)
+		}); err != nil || n != 1 {
+			t.Errorf("globex sees its new member %d times (err %v), want 1", n, err)
+		}
+	})
 	t.Run("a transaction without a session is refused", func(t *testing.T) {
 		if err := st.InTx(ctx, func(pgx.Tx) error { return nil }); err == nil {
 			t.Error("InTx ran without an RLS session")
