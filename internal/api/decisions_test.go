@@ -268,8 +268,17 @@ func TestBadTokensIntrospectInactiveWithAReasonInMetrics(t *testing.T) {
 		})
 	}
 	t.Run("expired", func(t *testing.T) {
-		e.now = time.Now().Add(10 * time.Minute)
 		defer func() { e.now = time.Time{} }()
+		// Introspected once (and so cached), the token stays active through
+		// the 5 s leeway after exp, exactly as an uncached verification would.
+		if out := e.introspect(t, good); out["active"] != true {
+			t.Fatalf("fresh token inactive: %v", out)
+		}
+		e.now = time.Unix(int64(claims["exp"].(float64)), 0).Add(3 * time.Second)
+		if out := e.introspect(t, good); out["active"] != true {
+			t.Fatalf("cached token refused inside the leeway: %v", out)
+		}
+		e.now = time.Now().Add(10 * time.Minute)
 		if out := e.introspect(t, good); out["active"] != false {
 			t.Fatalf("expired token accepted")
 		}

@@ -65,9 +65,13 @@ func ReasonOf(err error) Reason {
 
 // Token is a verified token.
 type Token struct {
-	Claims    map[string]any
-	Subject   string
-	Expiry    time.Time
+	Claims  map[string]any
+	Subject string
+	Expiry  time.Time
+	// Until is the last instant the token is accepted: Expiry plus the
+	// verifier's leeway. Caches hold a token exactly this long, so a cached
+	// token and a freshly verified one get the same answer.
+	Until     time.Time
 	IssuedAt  time.Time
 	NotBefore time.Time
 	Hash      [32]byte // SHA-256 of the raw token: cache key, never logged as the token
@@ -273,7 +277,7 @@ func (v *Verifier) checkClaims(claims map[string]any, payload []byte) (*Token, e
 	if now.After(exp.Add(v.opt.Leeway)) {
 		return nil, refuse(Expired, "expired at %s", exp.UTC().Format(time.RFC3339))
 	}
-	t := &Token{Claims: claims, Expiry: exp, Hash: sha256.Sum256(payload)}
+	t := &Token{Claims: claims, Expiry: exp, Until: exp.Add(v.opt.Leeway), Hash: sha256.Sum256(payload)}
 	if nbf, ok := numericDate(claims["nbf"]); ok {
 		if now.Add(v.opt.Leeway).Before(nbf) {
 			return nil, refuse(NotYetValid, "not before %s", nbf.UTC().Format(time.RFC3339))

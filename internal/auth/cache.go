@@ -13,9 +13,14 @@ type TokenVerifier interface {
 	Verify(ctx context.Context, raw string) (*Token, error)
 }
 
-// Cached remembers verified tokens by a SHA-256 of the token until they
-// expire, so a hot token costs one hash and one map lookup. Refusals are
-// not cached: a bad token costs the attacker a full verification each time.
+// Cached remembers verified tokens by a SHA-256 of the token, so a hot token
+// costs one hash and one map lookup. A token is answered from the cache
+// until its Until (expiry plus leeway), the same instant the verifier itself
+// stops accepting it, and refused from the cache after that: a client that
+// keeps sending its expired token costs a lookup, not a signature check.
+// Expired entries are the first evicted. Refusals of tokens that never
+// verified are not cached: a forged token costs the attacker a full
+// verification each time and takes no room from real ones.
 type Cached struct {
 	Next TokenVerifier
 	Size int
@@ -36,13 +41,10 @@ func (c *Cached) Verify(ctx context.Context, raw string) (*Token, error) {
 	t, ok := c.entries[key]
 	c.mu.Unlock()
 	if ok {
-		if now.Before(t.Expiry) {
-			return t, nil
+		if now.After(t.Until) {
+			return nil, refuse(Expired, "expired at %s", t.Expiry.UTC().Format(time.RFC3339))
 		}
-		c.mu.Lock()
-		delete(c.entries, key)
-		c.mu.Unlock()
-		return nil, refuse(Expired, "expired at %s", t.Expiry.UTC().Format(time.RFC3339))
+		return t, nil
 	}
 	t, err := c.Next.Verify(ctx, raw)
 	if err != nil {
@@ -54,20 +56,29 @@ func (c *Cached) Verify(ctx context.Context, raw string) (*Token, error) {
 		c.entries = make(map[[32]byte]*Token, c.Size)
 	}
 	if len(c.entries) >= c.Size {
-		// Evict expired entries first, then arbitrary ones: bounded memory
-		// matters more than a perfect hit rate.
-		for k, e := range c.entries {
-			if !now.Before(e.Expiry) || len(c.entries) >= c.Size {
-				delete(c.entries, k)
-			}
-			if len(c.entries) < c.Size*9/10 {
-				break
-			}
-		}
+		c.evict(now)
 	}
 	c.entries[key] = t
 	c.mu.Unlock()
 	return t, nil
+}
+
+// evict makes room for a tenth of the cache, expired entries first, then
+// arbitrary ones: bounded memory matters more than a perfect hit rate.
+// Called with c.mu held.
+func (c *Cached) evict(now time.Time) {
+	target := c.Size * 9 / 10
+	for k, e := range c.entries {
+		if now.After(e.Until) {
+			delete(c.entries, k)
+		}
+	}
+	for k := range c.entries {
+		if len(c.entries) <= target {
+			return
+		}
+		delete(c.entries, k)
+	}
 }
 
 func (c *Cached) now() time.Time {

@@ -102,7 +102,7 @@ func (r *Remote) ask(ctx context.Context, raw string, key [32]byte) (*Token, err
 	if sub == "" || !ok {
 		return nil, refuse(Malformed, "introspection answer lacks sub or exp")
 	}
-	t := &Token{Claims: claims, Subject: sub, Expiry: exp, Hash: key}
+	t := &Token{Claims: claims, Subject: sub, Expiry: exp, Until: exp, Hash: key}
 	if iat, ok := numericDate(claims["iat"]); ok {
 		t.IssuedAt = iat
 	}
