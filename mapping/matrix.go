@@ -1,6 +1,7 @@
 package mapping
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -37,7 +38,7 @@ func Matrix(e *Engine) MatrixTable {
 		for _, r := range e.system {
 			n, readOnly := 0, true
 			for i, p := range cat.Permissions {
-				if !contains(r.Permissions, p) {
+				if !slices.Contains(r.Permissions, p) {
 					continue
 				}
 				n++

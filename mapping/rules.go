@@ -3,6 +3,7 @@ package mapping
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -208,11 +209,11 @@ func (g glob) skipEmpty(states []bool) {
 func (r *compiledRule) matches(f *Facts, paths *ClaimPaths) bool {
 	switch {
 	case r.RealmRole != "":
-		return contains(f.RealmRoles, r.RealmRole)
+		return slices.Contains(f.RealmRoles, r.RealmRole)
 	case r.ClientRole != "":
-		return contains(f.ClientRoles, r.ClientRole)
+		return slices.Contains(f.ClientRoles, r.ClientRole)
 	case r.Organization != "":
-		return contains(f.Organizations, r.Organization)
+		return slices.Contains(f.Organizations, r.Organization)
 	case r.Group != "":
 		for _, g := range f.Groups {
 			if r.group.match(g) {
@@ -274,18 +275,9 @@ func matchValues(vals []string, equals *string, in []string, re *regexp.Regexp) 
 		switch {
 		case equals != nil && v == *equals:
 			return true
-		case len(in) > 0 && contains(in, v):
+		case len(in) > 0 && slices.Contains(in, v):
 			return true
 		case re != nil && re.MatchString(v):
-			return true
-		}
-	}
-	return false
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
 			return true
 		}
 	}

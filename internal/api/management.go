@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/mail"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -158,16 +159,20 @@ func (m *Management) getPerson(c *gin.Context) {
 }
 
 // tenantFor is the tenant an action writes into: the caller's own, or for a
-// platform caller the one named in the request.
-func (m *Management) tenantFor(c *gin.Context, requested string) (string, bool) {
+// platform caller the one it names. A tenant outside the caller's reach (or
+// a caller with none) is answered 403 with refusal and audited as a denial
+// of the action on the resource; ok is false then and the handler returns.
+func (m *Management) tenantFor(c *gin.Context, action, resType, resID, requested, refusal string) (tenant string, ok bool) {
 	g := m.Gate.Grant(c)
-	if m.Gate.Platform(c) && requested != "" {
+	switch {
+	case m.Gate.Platform(c) && requested != "":
 		return requested, true
+	case (requested == "" || requested == g.Tenant) && g.Tenant != "":
+		return g.Tenant, true
 	}
-	if requested != "" && requested != g.Tenant {
-		return "", false
-	}
-	return g.Tenant, g.Tenant != ""
+	m.record(c, action, resType, resID, audit.Denied, "tenant outside the caller's reach")
+	Error(c, http.StatusForbidden, "forbidden", refusal)
+	return "", false
 }
 
 type inviteRequest struct {
@@ -196,10 +201,8 @@ func (m *Management) invite(c *gin.Context) {
 		m.badRequest(c, action, "role: required")
 		return
 	}
-	tenant, ok := m.tenantFor(c, req.Tenant)
+	tenant, ok := m.tenantFor(c, action, "person", email, req.Tenant, "you can invite only into your own tenant")
 	if !ok {
-		m.record(c, action, "person", email, audit.Denied, "tenant outside the caller's reach")
-		Error(c, http.StatusForbidden, "forbidden", "you can invite only into your own tenant")
 		return
 	}
 	tx := m.Gate.Tx(c)
@@ -308,7 +311,7 @@ func realmRolesGranting(cfg mapping.Config, role, tenant string) []string {
 		if r.RealmRole == "" || (r.Tenant != "" && r.Tenant != tenant) {
 			continue
 		}
-		if r.GrantRole == role || contains(r.GrantRoles, role) {
+		if r.GrantRole == role || slices.Contains(r.GrantRoles, role) {
 			out = append(out, r.RealmRole)
 			break
 		}
@@ -333,10 +336,8 @@ func (m *Management) assignRoles(c *gin.Context) {
 		m.badRequest(c, action, err.Error())
 		return
 	}
-	tenant, ok := m.tenantFor(c, req.Tenant)
+	tenant, ok := m.tenantFor(c, action, "person", id, req.Tenant, "you can assign roles only in your own tenant")
 	if !ok {
-		m.record(c, action, "person", id, audit.Denied, "tenant outside the caller's reach")
-		Error(c, http.StatusForbidden, "forbidden", "you can assign roles only in your own tenant")
 		return
 	}
 	tx := m.Gate.Tx(c)
@@ -478,10 +479,8 @@ func (m *Management) createRole(c *gin.Context) {
 		m.badRequest(c, action, err.Error())
 		return
 	}
-	tenant, ok := m.tenantFor(c, req.Tenant)
+	tenant, ok := m.tenantFor(c, action, "role", req.Name, req.Tenant, "custom roles belong to your own tenant")
 	if !ok {
-		m.record(c, action, "role", req.Name, audit.Denied, "tenant outside the caller's reach")
-		Error(c, http.StatusForbidden, "forbidden", "custom roles belong to your own tenant")
 		return
 	}
 	r, err := mapping.NewCustomRole(m.Engine(), req.Name, tenant, req.Permissions)
@@ -525,10 +524,8 @@ func (m *Management) duplicateRole(c *gin.Context) {
 		m.storeError(c, action, "role", c.Param("id"), err)
 		return
 	}
-	tenant, ok := m.tenantFor(c, req.Tenant)
+	tenant, ok := m.tenantFor(c, action, "role", src.ID, req.Tenant, "custom roles belong to your own tenant")
 	if !ok {
-		m.record(c, action, "role", src.ID, audit.Denied, "tenant outside the caller's reach")
-		Error(c, http.StatusForbidden, "forbidden", "custom roles belong to your own tenant")
 		return
 	}
 	name := req.Name
@@ -722,13 +719,4 @@ func decodeJSON(c *gin.Context, v any) error {
 		return errors.New("body: " + strings.TrimPrefix(err.Error(), "json: "))
 	}
 	return nil
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -57,7 +58,7 @@ func (f AuditFilter) where() (string, []any, error) {
 		where = append(where, "resource_type = "+arg(f.ResourceType))
 	}
 	if f.Outcome != "" {
-		if !contains(Outcomes, f.Outcome) {
+		if !slices.Contains(Outcomes, f.Outcome) {
 			return "", nil, fmt.Errorf("outcome %q: use success, failure or denied: %w", f.Outcome, ErrInvalid)
 		}
 		where = append(where, "outcome = "+arg(f.Outcome))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -67,7 +68,7 @@ func ListPeople(ctx context.Context, q Querier, f PeopleFilter) ([]Person, strin
 	if sort != "name" && sort != "last_active" {
 		return nil, "", fmt.Errorf("sort %q: use name or last_active: %w", sort, ErrInvalid)
 	}
-	if f.Status != "" && !contains(Statuses, f.Status) {
+	if f.Status != "" && !slices.Contains(Statuses, f.Status) {
 		return nil, "", fmt.Errorf("status %q: use one of %s: %w", f.Status, strings.Join(Statuses, ", "), ErrInvalid)
 	}
 	cur, err := decodeCursor(f.Cursor, sort)
@@ -224,7 +225,7 @@ func attachBadges(ctx context.Context, q Querier, people []Person) error {
 
 // SetPersonStatus records a status change already written back to Keycloak.
 func SetPersonStatus(ctx context.Context, q Querier, id, status string) error {
-	if !contains(Statuses, status) {
+	if !slices.Contains(Statuses, status) {
 		return fmt.Errorf("status %q: %w", status, ErrInvalid)
 	}
 	tag, err := q.Exec(ctx, `UPDATE people SET status = $2, updated_at = now() WHERE id = $1`, id, status)
@@ -235,15 +236,6 @@ func SetPersonStatus(ctx context.Context, q Querier, id, status string) error {
 		return ErrNotFound
 	}
 	return nil
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 func likeEscape(s string) string {
