@@ -246,123 +246,40 @@ func Diff(cur, want *store.SyncState, additive bool, keep ...string) *Plan {
 		kept[id] = true
 	}
 
-	// Tenants.
-	curT := map[string]store.TenantRow{}
-	for _, t := range cur.Tenants {
-		curT[t.ID] = t
-	}
-	seen := map[string]bool{}
-	for _, t := range want.Tenants {
-		seen[t.ID] = true
-		if c, ok := curT[t.ID]; !ok {
-			p.Tenants = append(p.Tenants, t)
-			p.Changes.add("tenants", "create", 1)
-		} else if c != t {
-			p.Tenants = append(p.Tenants, t)
-			p.Changes.add("tenants", "update", 1)
-		}
-	}
-	for _, t := range cur.Tenants {
-		if !seen[t.ID] && t.Status != "deleted" && !additive {
-			t.Status = "deleted"
-			p.Tenants = append(p.Tenants, t)
-			p.Changes.add("tenants", "deactivate", 1)
-		}
-	}
-
+	notKept := func(id string) bool { return !kept[id] }
+	p.Tenants = diffKind(p, "tenants", cur.Tenants, want.Tenants, additive, rowKind[store.TenantRow]{
+		key:    func(t store.TenantRow) string { return t.ID },
+		status: func(t *store.TenantRow) *string { return &t.Status },
+	})
 	// People: removed from Keycloak means deleted, never hard-deleted.
-	curP := map[string]store.PersonRow{}
-	for _, x := range cur.People {
-		curP[x.ID] = x
-		if x.Status != "deleted" {
-			p.Active["people"]++
-		}
-	}
-	seen = map[string]bool{}
-	for _, x := range want.People {
-		seen[x.ID] = true
-		if c, ok := curP[x.ID]; !ok {
-			p.People = append(p.People, x)
-			p.Changes.add("people", "create", 1)
-		} else if c != x {
-			p.People = append(p.People, x)
-			p.Changes.add("people", "update", 1)
-		}
-	}
-	for _, x := range cur.People {
-		if !seen[x.ID] && x.Status != "deleted" && !additive && !kept[x.ID] {
-			x.Status = "deleted"
-			p.People = append(p.People, x)
-			p.Changes.add("people", "deactivate", 1)
-			p.Removed["people"]++
-		}
-	}
-
-	// Teams.
-	curG := map[string]store.TeamRow{}
-	for _, x := range cur.Teams {
-		curG[x.ID] = x
-		if x.Status != "deleted" {
-			p.Active["teams"]++
-		}
-	}
-	seen = map[string]bool{}
-	for _, x := range want.Teams {
-		seen[x.ID] = true
-		if c, ok := curG[x.ID]; !ok {
-			p.Teams = append(p.Teams, x)
-			p.Changes.add("teams", "create", 1)
-		} else if c != x {
-			p.Teams = append(p.Teams, x)
-			p.Changes.add("teams", "update", 1)
-		}
-	}
-	for _, x := range cur.Teams {
-		if !seen[x.ID] && x.Status != "deleted" && !additive {
-			x.Status = "deleted"
-			p.Teams = append(p.Teams, x)
-			p.Changes.add("teams", "deactivate", 1)
-			p.Removed["teams"]++
-		}
-	}
-
-	// Roles.
-	curR := map[string]store.SyncRole{}
-	for _, x := range cur.Roles {
-		curR[x.Key()] = x
-		if x.Status != "deleted" && x.Kind == "keycloak" {
-			p.Active["roles"]++
-		}
-	}
-	seen = map[string]bool{}
-	for _, x := range want.Roles {
-		seen[x.Key()] = true
-		c, ok := curR[x.Key()]
-		cmp := c
-		cmp.Permissions = x.Permissions
-		switch {
-		case !ok:
-			p.Roles = append(p.Roles, x)
-			p.Changes.add("roles", "create", 1)
-		case cmp != x:
-			p.Roles = append(p.Roles, x)
-			p.Changes.add("roles", "update", 1)
-		}
-		if (x.Kind == "system" || x.Kind == "pseudo") && (!ok || c.Permissions != x.Permissions) {
-			p.PermissionChanges = append(p.PermissionChanges, x)
-			p.Changes.add("role_permissions", "update", 1)
-		}
-	}
-	for _, x := range cur.Roles {
-		if !seen[x.Key()] && x.Status != "deleted" && !additive {
-			x.Status = "deleted"
-			p.Roles = append(p.Roles, x)
-			p.Changes.add("roles", "deactivate", 1)
-			if x.Kind == "keycloak" {
-				p.Removed["roles"]++
+	p.People = diffKind(p, "people", cur.People, want.People, additive, rowKind[store.PersonRow]{
+		key:        func(x store.PersonRow) string { return x.ID },
+		status:     func(x *store.PersonRow) *string { return &x.Status },
+		guarded:    func(store.PersonRow) bool { return true },
+		deactivate: func(x store.PersonRow) bool { return notKept(x.ID) },
+	})
+	p.Teams = diffKind(p, "teams", cur.Teams, want.Teams, additive, rowKind[store.TeamRow]{
+		key:     func(x store.TeamRow) string { return x.ID },
+		status:  func(x *store.TeamRow) *string { return &x.Status },
+		guarded: func(store.TeamRow) bool { return true },
+	})
+	// Roles: a role's permissions are written apart from the role itself,
+	// and only for the roles keybridge defines (system and pseudo roles).
+	p.Roles = diffKind(p, "roles", cur.Roles, want.Roles, additive, rowKind[store.SyncRole]{
+		key:    store.SyncRole.Key,
+		status: func(x *store.SyncRole) *string { return &x.Status },
+		same: func(c, x store.SyncRole) bool {
+			c.Permissions = x.Permissions
+			return c == x
+		},
+		guarded: func(x store.SyncRole) bool { return x.Kind == "keycloak" },
+		wanted: func(c store.SyncRole, had bool, x store.SyncRole) {
+			if (x.Kind == "system" || x.Kind == "pseudo") && (!had || c.Permissions != x.Permissions) {
+				p.PermissionChanges = append(p.PermissionChanges, x)
+				p.Changes.add("role_permissions", "update", 1)
 			}
-		}
-	}
+		},
+	})
 
 	p.AddTenantMembers, p.DelTenantMembers = setDiff(cur.TenantMembers, want.TenantMembers, func(m store.MemberRow) string { return m.Group + "\x00" + m.Person })
 	p.AddTeamMembers, p.DelTeamMembers = setDiff(cur.TeamMembers, want.TeamMembers, func(m store.MemberRow) string { return m.Group + "\x00" + m.Person + "\x00" + m.Tenant })
@@ -388,6 +305,69 @@ func Diff(cur, want *store.SyncState, additive bool, keep ...string) *Plan {
 	p.Changes.add("assignments", "create", len(p.AddAssignments))
 	p.Changes.add("assignments", "delete", len(p.DelAssignments))
 	return p
+}
+
+// rowKind describes one kind of synced row for diffKind.
+type rowKind[T comparable] struct {
+	key    func(T) string
+	status func(*T) *string // the row's status field; "deleted" rows are inactive
+	// same reports whether the current row needs no update; nil means ==.
+	same func(cur, want T) bool
+	// guarded marks the rows the removal guard counts (Active, Removed).
+	guarded func(T) bool
+	// deactivate, when set, may spare a row missing from Keycloak.
+	deactivate func(T) bool
+	// wanted, when set, sees every wanted row beside its current one.
+	wanted func(cur T, had bool, want T)
+}
+
+// diffKind plans one kind of row: rows new in want are created, rows that
+// differ are updated, and active rows missing from want are written again
+// marked deleted (never removed) unless the plan is additive. It returns
+// the rows to write and counts them in p.Changes, p.Active and p.Removed.
+func diffKind[T comparable](p *Plan, kind string, cur, want []T, additive bool, k rowKind[T]) []T {
+	var out []T
+	active := func(x T) bool { return *k.status(&x) != "deleted" }
+	guarded := func(x T) bool { return k.guarded != nil && k.guarded(x) }
+	byKey := make(map[string]T, len(cur))
+	for _, x := range cur {
+		byKey[k.key(x)] = x
+		if active(x) && guarded(x) {
+			p.Active[kind]++
+		}
+	}
+	seen := make(map[string]bool, len(want))
+	for _, x := range want {
+		key := k.key(x)
+		seen[key] = true
+		c, had := byKey[key]
+		switch {
+		case !had:
+			out = append(out, x)
+			p.Changes.add(kind, "create", 1)
+		case k.same == nil && c != x, k.same != nil && !k.same(c, x):
+			out = append(out, x)
+			p.Changes.add(kind, "update", 1)
+		}
+		if k.wanted != nil {
+			k.wanted(c, had, x)
+		}
+	}
+	if additive {
+		return out
+	}
+	for _, x := range cur {
+		if seen[k.key(x)] || !active(x) || (k.deactivate != nil && !k.deactivate(x)) {
+			continue
+		}
+		*k.status(&x) = "deleted"
+		out = append(out, x)
+		p.Changes.add(kind, "deactivate", 1)
+		if guarded(x) {
+			p.Removed[kind]++
+		}
+	}
+	return out
 }
 
 func setDiff[T any](cur, want []T, key func(T) string) (add, del []T) {
