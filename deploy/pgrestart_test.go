@@ -2,10 +2,8 @@ package deploy_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,15 +38,7 @@ func TestFaultPostgresRestartDuringChecks(t *testing.T) {
 		res.Body.Close()
 		return res.StatusCode == 200
 	})
-	res, err := http.PostForm(kc.URL+"/realms/"+kc.Realm+"/protocol/openid-connect/token", url.Values{"grant_type": {"password"}, "client_id": {kc.PublicClientID}, "username": {"dana"}, "password": {kc.UserPassword}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var tk struct {
-		AccessToken string `json:"access_token"`
-	}
-	_ = json.NewDecoder(res.Body).Decode(&tk)
-	res.Body.Close()
+	token := kc.UserToken(t, "dana")
 
 	var answered, failed, notReady atomic.Int64
 	stop := make(chan struct{})
@@ -63,7 +53,7 @@ func TestFaultPostgresRestartDuringChecks(t *testing.T) {
 			default:
 			}
 			req, _ := http.NewRequest("POST", d.Base+"/v1/check", strings.NewReader(`{"permission":"billing.manage"}`))
-			req.Header.Set("Authorization", "Bearer "+tk.AccessToken)
+			req.Header.Set("Authorization", "Bearer "+token)
 			res, err := http.DefaultClient.Do(req)
 			if err != nil || res.StatusCode != 200 {
 				failed.Add(1)

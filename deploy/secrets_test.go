@@ -51,13 +51,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	res, err := http.PostForm(kc.URL+"/realms/"+kc.Realm+"/protocol/openid-connect/token", url.Values{"grant_type": {"password"}, "client_id": {kc.PublicClientID}, "username": {"dana"}, "password": {kc.UserPassword}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(res.Body)
-	res.Body.Close()
-	token := strings.Split(strings.Split(string(b), `"access_token":"`)[1], `"`)[0]
+	token := kc.UserToken(t, "dana")
 	var answers bytes.Buffer
 	do := func(method, path, body string, hdr map[string]string) {
 		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))

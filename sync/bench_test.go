@@ -26,14 +26,14 @@ const (
 // 50 roles) in one import, unless it is already there with those counts.
 func ensureBenchRealm(b *testing.B, kc testenv.Keycloak) {
 	b.Helper()
-	a := newAdmin(&testing.T{}, kc)
+	a := newAdmin(b, kc)
 	res, err := http.Get(kc.URL + "/realms/" + benchRealm)
 	if err == nil {
 		res.Body.Close()
 	}
 	if err == nil && res.StatusCode == 200 {
 		req, _ := http.NewRequest("GET", kc.URL+"/admin/realms/"+benchRealm+"/users/count", nil)
-		req.Header.Set("Authorization", "Bearer "+a.tok)
+		req.Header.Set("Authorization", "Bearer "+a.Bearer())
 		if r, err := http.DefaultClient.Do(req); err == nil {
 			var n int
 			_ = json.NewDecoder(r.Body).Decode(&n)
@@ -43,7 +43,7 @@ func ensureBenchRealm(b *testing.B, kc testenv.Keycloak) {
 			}
 		}
 		req, _ = http.NewRequest("DELETE", kc.URL+"/admin/realms/"+benchRealm, nil)
-		req.Header.Set("Authorization", "Bearer "+a.tok)
+		req.Header.Set("Authorization", "Bearer "+a.Bearer())
 		if r, err := http.DefaultClient.Do(req); err == nil {
 			r.Body.Close()
 		}
@@ -85,7 +85,7 @@ func ensureBenchRealm(b *testing.B, kc testenv.Keycloak) {
 	body, _ := json.Marshal(realm)
 	start := time.Now()
 	req, _ := http.NewRequest("POST", kc.URL+"/admin/realms", bytes.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+a.tok)
+	req.Header.Set("Authorization", "Bearer "+a.Bearer())
 	req.Header.Set("Content-Type", "application/json")
 	client := &http.Client{Timeout: 20 * time.Minute}
 	r, err := client.Do(req)

@@ -91,61 +91,15 @@ func (f *fixture) run(t *testing.T, o ksync.RunOptions) *ksync.Result {
 }
 
 // admin calls Keycloak's admin API as the master admin.
-type admin struct {
-	t   *testing.T
-	kc  testenv.Keycloak
-	tok string
-}
+type admin struct{ *testenv.Admin }
 
-func newAdmin(t *testing.T, kc testenv.Keycloak) *admin {
-	res, err := http.PostForm(kc.URL+"/realms/master/protocol/openid-connect/token", url.Values{"grant_type": {"password"}, "client_id": {"admin-cli"}, "username": {kc.AdminUser}, "password": {kc.AdminPassword}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	var out struct {
-		AccessToken string `json:"access_token"`
-	}
-	_ = json.NewDecoder(res.Body).Decode(&out)
-	return &admin{t: t, kc: kc, tok: out.AccessToken}
-}
+func newAdmin(t testing.TB, kc testenv.Keycloak) *admin { return &admin{testenv.NewAdmin(t, kc)} }
 
-func (a *admin) do(method, path string, body any, out any) (int, http.Header) {
-	a.t.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
-	}
-	req, _ := http.NewRequest(method, a.kc.URL+"/admin/realms/"+a.kc.Realm+path, rd)
-	req.Header.Set("Authorization", "Bearer "+a.tok)
-	req.Header.Set("Content-Type", "application/json")
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		a.t.Fatal(err)
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	if res.StatusCode >= 300 {
-		a.t.Fatalf("%s %s: %d %s", method, path, res.StatusCode, b)
-	}
-	if out != nil {
-		_ = json.Unmarshal(b, out)
-	}
-	return res.StatusCode, res.Header
-}
-
-func (a *admin) createUser(name string, groups ...string) string {
-	_, h := a.do("POST", "/users", map[string]any{"username": name, "enabled": true, "firstName": "T", "lastName": name, "email": name + "@acme.test", "groups": groups}, nil)
+func (a *admin) createUser(t testing.TB, name string, groups ...string) string {
+	_, h := a.Do("POST", "/users", map[string]any{"username": name, "enabled": true, "firstName": "T", "lastName": name, "email": name + "@acme.test", "groups": groups}, nil)
 	loc := h.Get("Location")
 	id := loc[strings.LastIndex(loc, "/")+1:]
-	a.t.Cleanup(func() {
-		req, _ := http.NewRequest("DELETE", a.kc.URL+"/admin/realms/"+a.kc.Realm+"/users/"+id, nil)
-		req.Header.Set("Authorization", "Bearer "+a.tok)
-		if res, err := http.DefaultClient.Do(req); err == nil {
-			res.Body.Close()
-		}
-	})
+	t.Cleanup(func() { _, _, _, _ = a.Attempt("DELETE", "/users/"+id, nil) }) // a test may have deleted it already
 	return id
 }
 
@@ -172,7 +126,7 @@ func TestFullSyncEqualsKeycloak(t *testing.T) {
 		ID, Username string
 		Enabled      bool
 	}
-	a.do("GET", "/users?max=1000&briefRepresentation=true", nil, &users)
+	a.Do("GET", "/users?max=1000&briefRepresentation=true", nil, &users)
 	var want []string
 	for _, u := range users {
 		status := "active"
@@ -194,17 +148,17 @@ func TestFullSyncEqualsKeycloak(t *testing.T) {
 			id := g["id"].(string)
 			wantTeams = append(wantTeams, fmt.Sprintf("%s %s %s", id, g["path"], parent))
 			var members []struct{ ID string }
-			a.do("GET", "/groups/"+id+"/members?max=1000", nil, &members)
+			a.Do("GET", "/groups/"+id+"/members?max=1000", nil, &members)
 			for _, m := range members {
 				wantMembers = append(wantMembers, id+" "+m.ID)
 			}
 			var children []map[string]any
-			a.do("GET", "/groups/"+id+"/children?max=1000", nil, &children)
+			a.Do("GET", "/groups/"+id+"/children?max=1000", nil, &children)
 			walk(id, children)
 		}
 	}
 	var top []map[string]any
-	a.do("GET", "/groups?max=1000", nil, &top)
+	a.Do("GET", "/groups?max=1000", nil, &top)
 	walk("", top)
 	sort.Strings(wantTeams)
 	sort.Strings(wantMembers)
@@ -217,11 +171,11 @@ func TestFullSyncEqualsKeycloak(t *testing.T) {
 
 	// Roles, and each person's effective realm and client roles.
 	var realmRoles []struct{ Name string }
-	a.do("GET", "/roles?max=1000", nil, &realmRoles)
+	a.Do("GET", "/roles?max=1000", nil, &realmRoles)
 	var clients []struct{ ID string }
-	a.do("GET", "/clients?clientId=portal", nil, &clients)
+	a.Do("GET", "/clients?clientId=portal", nil, &clients)
 	var portalRoles []struct{ Name string }
-	a.do("GET", "/clients/"+clients[0].ID+"/roles", nil, &portalRoles)
+	a.Do("GET", "/clients/"+clients[0].ID+"/roles", nil, &portalRoles)
 	var wantRoles []string
 	for _, r := range realmRoles {
 		wantRoles = append(wantRoles, "|"+r.Name)
@@ -235,9 +189,9 @@ func TestFullSyncEqualsKeycloak(t *testing.T) {
 	}
 	for _, u := range users {
 		var eff []struct{ Name string }
-		a.do("GET", "/users/"+u.ID+"/role-mappings/realm/composite", nil, &eff)
+		a.Do("GET", "/users/"+u.ID+"/role-mappings/realm/composite", nil, &eff)
 		var effClient []struct{ Name string }
-		a.do("GET", "/users/"+u.ID+"/role-mappings/clients/"+clients[0].ID+"/composite", nil, &effClient)
+		a.Do("GET", "/users/"+u.ID+"/role-mappings/clients/"+clients[0].ID+"/composite", nil, &effClient)
 		var w []string
 		for _, r := range eff {
 			w = append(w, "|"+r.Name)
@@ -476,90 +430,90 @@ func TestEventPollerAppliesChangesWithinSeconds(t *testing.T) {
 	waitFor(t, "leadership", 10*time.Second, f.svc.IsLeader)
 	time.Sleep(500 * time.Millisecond) // the poller's first cursor
 
-	id := a.createUser("evt-" + fmt.Sprint(time.Now().UnixNano()%100000))
+	id := a.createUser(t, "evt-" + fmt.Sprint(time.Now().UnixNano()%100000))
 	var grp []struct{ ID, Path string }
-	a.do("GET", "/groups?search=support&max=10", nil, &grp)
+	a.Do("GET", "/groups?search=support&max=10", nil, &grp)
 	var lat []time.Duration
 	lat = append(lat, waitFor(t, "created user synced", 15*time.Second, func() bool {
 		return len(f.query(t, `SELECT id FROM people WHERE id = $1`, id)) == 1
 	}))
 	var u map[string]any
-	a.do("GET", "/users/"+id, nil, &u)
+	a.Do("GET", "/users/"+id, nil, &u)
 	u["enabled"] = false
-	a.do("PUT", "/users/"+id, u, nil)
+	a.Do("PUT", "/users/"+id, u, nil)
 	lat = append(lat, waitFor(t, "disable", 15*time.Second, func() bool {
 		return len(f.query(t, `SELECT id FROM people WHERE id = $1 AND status = 'inactive'`, id)) == 1
 	}))
 	u["firstName"] = "Renamed"
-	a.do("PUT", "/users/"+id, u, nil)
+	a.Do("PUT", "/users/"+id, u, nil)
 	lat = append(lat, waitFor(t, "rename", 15*time.Second, func() bool {
 		return len(f.query(t, `SELECT id FROM people WHERE id = $1 AND first_name = 'Renamed'`, id)) == 1
 	}))
 	var role map[string]any
-	a.do("GET", "/roles/fastn-viewer", nil, &role)
-	a.do("POST", "/users/"+id+"/role-mappings/realm", []any{role}, nil)
+	a.Do("GET", "/roles/fastn-viewer", nil, &role)
+	a.Do("POST", "/users/"+id+"/role-mappings/realm", []any{role}, nil)
 	lat = append(lat, waitFor(t, "realm role added", 15*time.Second, func() bool {
 		return len(f.query(t, `SELECT ra.id::text FROM role_assignments ra JOIN roles r ON r.id = ra.role_id WHERE ra.person_id = $1 AND r.name = 'fastn-viewer'`, id)) == 1
 	}))
-	a.do("DELETE", "/users/"+id+"/role-mappings/realm", []any{role}, nil)
+	a.Do("DELETE", "/users/"+id+"/role-mappings/realm", []any{role}, nil)
 	lat = append(lat, waitFor(t, "realm role removed", 15*time.Second, func() bool {
 		return len(f.query(t, `SELECT ra.id::text FROM role_assignments ra JOIN roles r ON r.id = ra.role_id WHERE ra.person_id = $1 AND r.name = 'fastn-viewer'`, id)) == 0
 	}))
 	// A client role.
 	var clients []struct{ ID string }
-	a.do("GET", "/clients?clientId=portal", nil, &clients)
+	a.Do("GET", "/clients?clientId=portal", nil, &clients)
 	var crole map[string]any
-	a.do("GET", "/clients/"+clients[0].ID+"/roles/operator", nil, &crole)
-	a.do("POST", "/users/"+id+"/role-mappings/clients/"+clients[0].ID, []any{crole}, nil)
+	a.Do("GET", "/clients/"+clients[0].ID+"/roles/operator", nil, &crole)
+	a.Do("POST", "/users/"+id+"/role-mappings/clients/"+clients[0].ID, []any{crole}, nil)
 	lat = append(lat, waitFor(t, "client role added", 15*time.Second, func() bool {
 		return len(f.query(t, `SELECT ra.id::text FROM role_assignments ra JOIN roles r ON r.id = ra.role_id WHERE ra.person_id = $1 AND r.client_id = 'portal' AND r.name = 'operator'`, id)) == 1
 	}))
 	// A composite: a new realm role that contains fastn-viewer.
 	suffix := fmt.Sprint(time.Now().UnixNano() % 100000)
-	a.do("POST", "/roles", map[string]any{"name": "tmp-composite-" + suffix}, nil)
-	t.Cleanup(func() { a.do("DELETE", "/roles/tmp-composite-"+suffix, nil, nil) })
+	a.Do("POST", "/roles", map[string]any{"name": "tmp-composite-" + suffix}, nil)
+	t.Cleanup(func() { a.Do("DELETE", "/roles/tmp-composite-"+suffix, nil, nil) })
 	var comp map[string]any
-	a.do("GET", "/roles/tmp-composite-"+suffix, nil, &comp)
-	a.do("POST", "/roles-by-id/"+comp["id"].(string)+"/composites", []any{role}, nil)
+	a.Do("GET", "/roles/tmp-composite-"+suffix, nil, &comp)
+	a.Do("POST", "/roles-by-id/"+comp["id"].(string)+"/composites", []any{role}, nil)
 	lat = append(lat, waitFor(t, "composite added", 15*time.Second, func() bool {
 		return len(f.query(t, `SELECT p.name FROM role_composites rc JOIN roles p ON p.id = rc.parent_id JOIN roles c ON c.id = rc.child_id
 			WHERE p.name = $1 AND c.name = 'fastn-viewer'`, "tmp-composite-"+suffix)) == 1
 	}))
 	// A group: created, renamed, moved under another parent.
 	var acme []struct{ ID, Name string }
-	a.do("GET", "/groups?search=acme&exact=true&max=10", nil, &acme)
+	a.Do("GET", "/groups?search=acme&exact=true&max=10", nil, &acme)
 	var top []map[string]any
-	a.do("GET", "/groups?max=10", nil, &top)
+	a.Do("GET", "/groups?max=10", nil, &top)
 	var customers, acmeID, supportID string
 	customers = top[0]["id"].(string)
 	var kids []map[string]any
-	a.do("GET", "/groups/"+customers+"/children?max=10", nil, &kids)
+	a.Do("GET", "/groups/"+customers+"/children?max=10", nil, &kids)
 	for _, k := range kids {
 		if k["name"] == "acme" {
 			acmeID = k["id"].(string)
 		}
 	}
-	a.do("GET", "/groups/"+acmeID+"/children?max=10", nil, &kids)
+	a.Do("GET", "/groups/"+acmeID+"/children?max=10", nil, &kids)
 	for _, k := range kids {
 		if k["name"] == "support" {
 			supportID = k["id"].(string)
 		}
 	}
-	_, h := a.do("POST", "/groups/"+acmeID+"/children", map[string]any{"name": "tmp-" + suffix}, nil)
+	_, h := a.Do("POST", "/groups/"+acmeID+"/children", map[string]any{"name": "tmp-" + suffix}, nil)
 	gid := h.Get("Location")[strings.LastIndex(h.Get("Location"), "/")+1:]
-	t.Cleanup(func() { a.do("DELETE", "/groups/"+gid, nil, nil) })
+	t.Cleanup(func() { a.Do("DELETE", "/groups/"+gid, nil, nil) })
 	lat = append(lat, waitFor(t, "group created", 15*time.Second, func() bool {
 		return len(f.query(t, `SELECT id FROM teams WHERE id = $1 AND path = $2`, gid, "/customers/acme/tmp-"+suffix)) == 1
 	}))
-	a.do("PUT", "/groups/"+gid, map[string]any{"name": "renamed-" + suffix}, nil)
+	a.Do("PUT", "/groups/"+gid, map[string]any{"name": "renamed-" + suffix}, nil)
 	lat = append(lat, waitFor(t, "group renamed", 15*time.Second, func() bool {
 		return len(f.query(t, `SELECT id FROM teams WHERE id = $1 AND path = $2`, gid, "/customers/acme/renamed-"+suffix)) == 1
 	}))
-	a.do("POST", "/groups/"+supportID+"/children", map[string]any{"id": gid, "name": "renamed-" + suffix}, nil)
+	a.Do("POST", "/groups/"+supportID+"/children", map[string]any{"id": gid, "name": "renamed-" + suffix}, nil)
 	lat = append(lat, waitFor(t, "group moved", 15*time.Second, func() bool {
 		return len(f.query(t, `SELECT id FROM teams WHERE id = $1 AND parent_id = $2 AND path = $3`, gid, supportID, "/customers/acme/support/renamed-"+suffix)) == 1
 	}))
-	a.do("DELETE", "/users/"+id, nil, nil)
+	a.Do("DELETE", "/users/"+id, nil, nil)
 	lat = append(lat, waitFor(t, "delete", 15*time.Second, func() bool {
 		return len(f.query(t, `SELECT id FROM people WHERE id = $1 AND status = 'deleted'`, id)) == 1
 	}))
@@ -596,11 +550,11 @@ func TestWebhookAbuse(t *testing.T) {
 		return rec.Code
 	}
 	var users []map[string]any
-	a.do("GET", "/users?username=erin&exact=true", nil, &users)
+	a.Do("GET", "/users?username=erin&exact=true", nil, &users)
 	id := users[0]["id"].(string)
 	users[0]["enabled"] = false
-	a.do("PUT", "/users/"+id, users[0], nil)
-	t.Cleanup(func() { users[0]["enabled"] = true; a.do("PUT", "/users/"+id, users[0], nil) })
+	a.Do("PUT", "/users/"+id, users[0], nil)
+	t.Cleanup(func() { users[0]["enabled"] = true; a.Do("PUT", "/users/"+id, users[0], nil) })
 	body, _ := json.Marshal(map[string]any{"type": "admin.USER-UPDATE", "uid": "d-1", "id": "e-1", "time": time.Now().UnixMilli(),
 		"resourceType": "USER", "operationType": "UPDATE", "resourcePath": "users/" + id, "representation": `{"enabled":true}`})
 	forged := []struct {
@@ -757,11 +711,11 @@ func TestWebhookAppliesStructuralChanges(t *testing.T) {
 		Secret: secret, MaxBody: 64 << 10, Background: context.Background()}
 	h := (&api.Server{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: f.m, Modules: []api.Module{mod}}).Handler()
 	var top []map[string]any
-	a.do("GET", "/groups?max=10", nil, &top)
+	a.Do("GET", "/groups?max=10", nil, &top)
 	name := fmt.Sprintf("hook-%d", time.Now().UnixNano()%100000)
-	_, hdr := a.do("POST", "/groups/"+top[0]["id"].(string)+"/children", map[string]any{"name": name}, nil)
+	_, hdr := a.Do("POST", "/groups/"+top[0]["id"].(string)+"/children", map[string]any{"name": name}, nil)
 	gid := hdr.Get("Location")[strings.LastIndex(hdr.Get("Location"), "/")+1:]
-	t.Cleanup(func() { a.do("DELETE", "/groups/"+gid, nil, nil) })
+	t.Cleanup(func() { a.Do("DELETE", "/groups/"+gid, nil, nil) })
 	body, _ := json.Marshal(map[string]any{"type": "admin.GROUP-CREATE", "uid": "g-" + name, "id": "g-" + name, "time": time.Now().UnixMilli(),
 		"resourceType": "GROUP", "operationType": "CREATE", "resourcePath": "groups/" + gid})
 	req := httptest.NewRequest("POST", "/webhooks/keycloak", bytes.NewReader(body))

@@ -110,7 +110,7 @@ func claims(t *testing.T, jwt string) map[string]any {
 
 func TestDemoRealmShape(t *testing.T) {
 	kc := testenv.RequireKeycloak(t)
-	admin := token(t, kc, "master", url.Values{"grant_type": {"password"}, "client_id": {"admin-cli"}, "username": {kc.AdminUser}, "password": {kc.AdminPassword}})
+	admin := kc.Token(t, "master", "admin-cli", kc.AdminUser, kc.AdminPassword)
 	_, body := call(t, kc, admin, "GET", "/admin/realms/"+kc.Realm+"/users?max=100&briefRepresentation=false", "")
 	var users []struct {
 		ID, Username, Email string
@@ -146,7 +146,7 @@ func TestDemoRealmShape(t *testing.T) {
 	if !strings.Contains(string(body), `"fastn-developer"`) {
 		t.Errorf("dana does not inherit fastn-developer through her group: %s", body)
 	}
-	c := claims(t, token(t, kc, kc.Realm, url.Values{"grant_type": {"password"}, "client_id": {kc.PublicClientID}, "username": {"alice"}, "password": {kc.UserPassword}}))
+	c := claims(t, kc.UserToken(t, "alice"))
 	aud := c["aud"]
 	if s, ok := aud.(string); (ok && s != "keybridge") || (!ok && !slices.Contains(toStrings(aud), "keybridge")) {
 		t.Errorf("aud = %v, want keybridge", aud)

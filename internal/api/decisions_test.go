@@ -101,20 +101,8 @@ func userToken(t testing.TB, kc testenv.Keycloak, realm, client, user string) st
 	if tok, ok := tokenCache[key]; ok {
 		return tok
 	}
-	res, err := http.PostForm(kc.URL+"/realms/"+realm+"/protocol/openid-connect/token", url.Values{"grant_type": {"password"}, "client_id": {client}, "username": {user}, "password": {kc.UserPassword}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	var out struct {
-		AccessToken string `json:"access_token"`
-	}
-	b, _ := io.ReadAll(res.Body)
-	if json.Unmarshal(b, &out); out.AccessToken == "" {
-		t.Fatalf("token for %s: %s", key, b)
-	}
-	tokenCache[key] = out.AccessToken
-	return out.AccessToken
+	tokenCache[key] = kc.Token(t, realm, client, user, kc.UserPassword)
+	return tokenCache[key]
 }
 
 func (e *decEnv) introspect(t *testing.T, token string) map[string]any {
@@ -383,7 +371,7 @@ func TestKeycloakDownTokensStillVerify(t *testing.T) {
 
 func TestDisabledUserTokenTurnsInactive(t *testing.T) {
 	e := newDecEnv(t, "")
-	a := newKCAdmin(t, e.kc)
+	a := testenv.NewAdmin(t, e.kc)
 	tok := userToken(t, e.kc, e.kc.Realm, e.kc.PublicClientID, "ella")
 	if out := e.introspect(t, tok); out["active"] != true {
 		t.Fatalf("ella inactive before: %v", out)
@@ -399,8 +387,8 @@ func TestDisabledUserTokenTurnsInactive(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	time.Sleep(500 * time.Millisecond)
-	id := a.setEnabled("ella", false)
-	t.Cleanup(func() { a.setEnabledID(id, true) })
+	id := setEnabled(a, "ella", false)
+	t.Cleanup(func() { setEnabledID(a, id, true) })
 	start := time.Now()
 	for time.Since(start) < 10*time.Second {
 		if out := e.introspect(t, tok); out["active"] == false {
@@ -412,53 +400,18 @@ func TestDisabledUserTokenTurnsInactive(t *testing.T) {
 	t.Fatal("token of a disabled user still active after 10s")
 }
 
-type kcAdmin struct {
-	t   *testing.T
-	kc  testenv.Keycloak
-	tok string
-}
-
-func newKCAdmin(t *testing.T, kc testenv.Keycloak) *kcAdmin {
-	res, err := http.PostForm(kc.URL+"/realms/master/protocol/openid-connect/token", url.Values{"grant_type": {"password"}, "client_id": {"admin-cli"}, "username": {kc.AdminUser}, "password": {kc.AdminPassword}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	var out struct {
-		AccessToken string `json:"access_token"`
-	}
-	_ = json.NewDecoder(res.Body).Decode(&out)
-	return &kcAdmin{t: t, kc: kc, tok: out.AccessToken}
-}
-
-func (a *kcAdmin) call(method, path string, body io.Reader) []byte {
-	req, _ := http.NewRequest(method, a.kc.URL+"/admin/realms/"+a.kc.Realm+path, body)
-	req.Header.Set("Authorization", "Bearer "+a.tok)
-	req.Header.Set("Content-Type", "application/json")
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		a.t.Fatal(err)
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	if res.StatusCode >= 300 {
-		a.t.Fatalf("%s %s: %d %s", method, path, res.StatusCode, b)
-	}
-	return b
-}
-
-func (a *kcAdmin) setEnabled(user string, on bool) string {
+// setEnabled turns a demo user on or off in Keycloak and returns their id.
+func setEnabled(a *testenv.Admin, user string, on bool) string {
 	var us []map[string]any
-	_ = json.Unmarshal(a.call("GET", "/users?exact=true&username="+user, nil), &us)
+	a.Do("GET", "/users?exact=true&username="+user, nil, &us)
 	id := us[0]["id"].(string)
-	a.setEnabledID(id, on)
+	setEnabledID(a, id, on)
 	return id
 }
 
-func (a *kcAdmin) setEnabledID(id string, on bool) {
+func setEnabledID(a *testenv.Admin, id string, on bool) {
 	var u map[string]any
-	_ = json.Unmarshal(a.call("GET", "/users/"+id, nil), &u)
+	a.Do("GET", "/users/"+id, nil, &u)
 	u["enabled"] = on
-	b, _ := json.Marshal(u)
-	a.call("PUT", "/users/"+id, strings.NewReader(string(b)))
+	a.Do("PUT", "/users/"+id, u, nil)
 }

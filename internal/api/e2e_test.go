@@ -7,9 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +18,7 @@ import (
 	"github.com/keybridge/keybridge/internal/identity"
 	"github.com/keybridge/keybridge/internal/kcadmin"
 	"github.com/keybridge/keybridge/internal/ratelimit"
+	"github.com/keybridge/keybridge/internal/testenv"
 	"github.com/keybridge/keybridge/middleware"
 )
 
@@ -96,10 +95,10 @@ func TestPeopleAndRolesScreensEndToEnd(t *testing.T) {
 		t.Fatalf("invite: %d %v", code, inv)
 	}
 	id := inv["id"].(string)
-	kcAdm := newKCAdmin(t, e.kc)
-	t.Cleanup(func() { kcAdm.call("DELETE", "/users/"+id, nil) })
+	kcAdm := testenv.NewAdmin(t, e.kc)
+	t.Cleanup(func() { kcAdm.Do("DELETE", "/users/"+id, nil, nil) })
 	var roles []struct{ Name string }
-	_ = json.Unmarshal(kcAdm.call("GET", "/users/"+id+"/role-mappings/realm", nil), &roles)
+	kcAdm.Do("GET", "/users/"+id+"/role-mappings/realm", nil, &roles)
 	hasViewer := false
 	for _, r := range roles {
 		hasViewer = hasViewer || r.Name == "fastn-viewer"
@@ -118,24 +117,12 @@ func TestPeopleAndRolesScreensEndToEnd(t *testing.T) {
 
 	// First login: the person completes Keycloak's actions and signs in;
 	// the LOGIN event turns them active.
-	kcAdm.call("PUT", "/users/"+id+"/reset-password", strings.NewReader(`{"type":"password","value":"`+e.kc.UserPassword+`","temporary":false}`))
+	kcAdm.Do("PUT", "/users/"+id+"/reset-password", map[string]any{"type": "password", "value": e.kc.UserPassword, "temporary": false}, nil)
 	var u map[string]any
-	_ = json.Unmarshal(kcAdm.call("GET", "/users/"+id, nil), &u)
+	kcAdm.Do("GET", "/users/"+id, nil, &u)
 	u["requiredActions"], u["emailVerified"], u["firstName"], u["lastName"] = []string{}, true, "New", "Person"
-	b, _ := json.Marshal(u)
-	kcAdm.call("PUT", "/users/"+id, strings.NewReader(string(b)))
-	res, err := http.PostForm(e.kc.URL+"/realms/"+e.kc.Realm+"/protocol/openid-connect/token", url.Values{"grant_type": {"password"}, "client_id": {e.kc.PublicClientID}, "username": {email}, "password": {e.kc.UserPassword}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var tk struct {
-		AccessToken string `json:"access_token"`
-	}
-	_ = json.NewDecoder(res.Body).Decode(&tk)
-	res.Body.Close()
-	if tk.AccessToken == "" {
-		t.Fatal("the invited person cannot sign in")
-	}
+	kcAdm.Do("PUT", "/users/"+id, u, nil)
+	invitee := e.kc.Token(t, e.kc.Realm, e.kc.PublicClientID, email, e.kc.UserPassword) // the invited person signs in
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		_, out := call(admin, "GET", "/v1/people/"+id, nil)
@@ -175,7 +162,7 @@ func TestPeopleAndRolesScreensEndToEnd(t *testing.T) {
 	check := func(perm string) bool {
 		var last map[string]any
 		for i := 0; i < 50; i++ {
-			_, out := call(tk.AccessToken, "POST", "/v1/check", map[string]any{"permission": perm})
+			_, out := call(invitee, "POST", "/v1/check", map[string]any{"permission": perm})
 			last = out
 			if out["allowed"] == true {
 				return true
@@ -188,7 +175,7 @@ func TestPeopleAndRolesScreensEndToEnd(t *testing.T) {
 	if !check("workflows.update") {
 		t.Error("the assigned custom role does not grant workflows.update")
 	}
-	if _, out := call(tk.AccessToken, "POST", "/v1/check", map[string]any{"permission": "workflows.deploy_prod"}); out["allowed"] != false {
+	if _, out := call(invitee, "POST", "/v1/check", map[string]any{"permission": "workflows.deploy_prod"}); out["allowed"] != false {
 		t.Errorf("deploy_prod allowed although removed from the custom role: %v", out)
 	}
 	call(admin, "PATCH", "/v1/roles/"+dup["id"].(string), map[string]any{"permissions": append(keep, "workflows.deploy_prod")})

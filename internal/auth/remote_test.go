@@ -18,17 +18,9 @@ import (
 // TestRemoteIntrospectionAgainstKeycloak asks the real Keycloak.
 func TestRemoteIntrospectionAgainstKeycloak(t *testing.T) {
 	kc := testenv.RequireKeycloak(t)
-	res, err := http.PostForm(kc.URL+"/realms/"+kc.Realm+"/protocol/openid-connect/token", url.Values{"grant_type": {"password"}, "client_id": {kc.PublicClientID}, "username": {"alice"}, "password": {kc.UserPassword}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var tk struct {
-		AccessToken string `json:"access_token"`
-	}
-	_ = json.NewDecoder(res.Body).Decode(&tk)
-	res.Body.Close()
+	token := kc.UserToken(t, "alice")
 	r := &auth.Remote{Endpoint: kc.URL + "/realms/" + kc.Realm + "/protocol/openid-connect/token/introspect", ClientID: kc.ClientID, ClientSecret: kc.ClientSecret, TTL: time.Minute}
-	tok, err := r.Verify(context.Background(), tk.AccessToken)
+	tok, err := r.Verify(context.Background(), token)
 	if err != nil || tok.Subject == "" || tok.Claims["preferred_username"] != "alice" {
 		t.Fatalf("active token: %v %v", tok, err)
 	}
