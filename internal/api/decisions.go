@@ -263,17 +263,11 @@ func (d *Decisions) introspect(c *gin.Context) {
 	if !who.Token.NotBefore.IsZero() {
 		out.Nbf = who.Token.NotBefore.Unix()
 	}
-	b, err := sonicEncode.Marshal(&out)
-	if err != nil {
-		Error(c, http.StatusInternalServerError, "internal", "could not encode the answer")
-		return
-	}
-	if who.Memo != nil {
+	if b := writeJSON(c, http.StatusOK, &out); b != nil && who.Memo != nil {
 		// The answer is a function of the token and the grant only, which
 		// the memo lives and dies with.
 		who.Memo.Introspection.Store(&b)
 	}
-	c.Data(http.StatusOK, jsonContentType, b)
 }
 
 // inactive is the whole answer for a token that is not active (RFC 7662

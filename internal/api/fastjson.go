@@ -76,12 +76,14 @@ func decodeStrict[T any](data []byte) (T, error) {
 
 const jsonContentType = "application/json; charset=utf-8"
 
-// writeJSON answers v as JSON: the same value c.JSON would write.
-func writeJSON(c *gin.Context, status int, v any) {
+// writeJSON answers v as JSON: the same value c.JSON would write. It
+// returns the bytes written, or nil when v could not be encoded (answered 500).
+func writeJSON(c *gin.Context, status int, v any) []byte {
 	b, err := sonicEncode.Marshal(v)
 	if err != nil {
 		Error(c, http.StatusInternalServerError, "internal", "could not encode the answer")
-		return
+		return nil
 	}
 	c.Data(status, jsonContentType, b)
+	return b
 }
