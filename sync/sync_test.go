@@ -430,7 +430,7 @@ func TestEventPollerAppliesChangesWithinSeconds(t *testing.T) {
 	waitFor(t, "leadership", 10*time.Second, f.svc.IsLeader)
 	time.Sleep(500 * time.Millisecond) // the poller's first cursor
 
-	id := a.createUser(t, "evt-" + fmt.Sprint(time.Now().UnixNano()%100000))
+	id := a.createUser(t, "evt-"+fmt.Sprint(time.Now().UnixNano()%100000))
 	var grp []struct{ ID, Path string }
 	a.Do("GET", "/groups?search=support&max=10", nil, &grp)
 	var lat []time.Duration
