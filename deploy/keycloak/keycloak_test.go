@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -169,4 +170,73 @@ func toStrings(v any) []string {
 		}
 	}
 	return out
+}
+
+// TestDemoRealmKeepsItsIDs: every user, group, role and client of the demo
+// realm has a fixed id in realm-fastn.json, and Keycloak imports it as is.
+// deploy/local/reset-realm re-imports the realm before every test run; with
+// new ids each time, keybridge's next sync of the demo database would see
+// every person deleted and re-created, and its deletion guard would refuse
+// it (`make run` after `make test` then served stale people).
+func TestDemoRealmKeepsItsIDs(t *testing.T) {
+	kc := testenv.RequireKeycloak(t)
+	raw, err := os.ReadFile("realm-fastn.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	type group struct {
+		ID, Name  string
+		SubGroups []group
+	}
+	type named struct{ ID, Name string }
+	var realm struct {
+		Users   []struct{ ID, Username string }
+		Groups  []group
+		Clients []struct{ ID, ClientID string }
+		Roles   struct {
+			Realm  []named
+			Client map[string][]named
+		}
+	}
+	if err := json.Unmarshal(raw, &realm); err != nil {
+		t.Fatal(err)
+	}
+	a := testenv.NewAdmin(t, kc)
+	check := func(what, id, path, field, want string) {
+		t.Helper()
+		if id == "" {
+			t.Errorf("%s %s has no id in realm-fastn.json", what, want)
+			return
+		}
+		var got map[string]any
+		if code, _, body, err := a.Attempt("GET", path, nil); err != nil || code != 200 || json.Unmarshal(body, &got) != nil {
+			t.Errorf("%s %s: Keycloak has no %s (%d %v)", what, want, path, code, err)
+		} else if got[field] != want {
+			t.Errorf("%s %s: Keycloak's %s is %v", what, want, path, got[field])
+		}
+	}
+	for _, u := range realm.Users {
+		check("user", u.ID, "/users/"+u.ID, "username", u.Username)
+	}
+	var walk func(gs []group, parent string)
+	walk = func(gs []group, parent string) {
+		for _, g := range gs {
+			check("group", g.ID, "/groups/"+g.ID, "path", parent+"/"+g.Name)
+			walk(g.SubGroups, parent+"/"+g.Name)
+		}
+	}
+	walk(realm.Groups, "")
+	for _, c := range realm.Clients {
+		check("client", c.ID, "/clients/"+c.ID, "clientId", c.ClientID)
+	}
+	roles := realm.Roles.Realm
+	for _, rs := range realm.Roles.Client {
+		roles = append(roles, rs...)
+	}
+	for _, r := range roles {
+		check("role", r.ID, "/roles-by-id/"+r.ID, "name", r.Name)
+	}
+	if len(realm.Users) < 10 || len(roles) < 8 {
+		t.Errorf("only %d users and %d roles read from realm-fastn.json", len(realm.Users), len(roles))
+	}
 }
