@@ -56,6 +56,11 @@ type Server struct {
 	// memory saved is worth; 400 trades a few MB for ~8% more checks a second. The
 	// GOGC environment variable, when set, wins; -1 turns the collector off.
 	GCPercent int `yaml:"gc_percent"`
+	// DebugListen, when set, is a second listener, loopback only, that serves
+	// Go's profiler under /debug/pprof/ for diagnosing CPU and memory in
+	// production (go tool pprof http://127.0.0.1:6060/debug/pprof/profile).
+	// Empty (the default) serves nothing.
+	DebugListen string `yaml:"debug_listen"`
 }
 
 // Log configures log/slog.

@@ -54,12 +54,13 @@ func TestEnvironmentAloneConfiguresSecretsAndURLs(t *testing.T) {
 		"KEYBRIDGE_SYNC_EVENTS_INTERVAL":   "7s",
 		"KEYBRIDGE_AUTH_AUDIENCES":         "api, portal",
 		"KEYBRIDGE_SYNC_MAX_REMOVAL_SHARE": "0.5",
+		"KEYBRIDGE_SERVER_DEBUG_LISTEN":    "[::1]:6060",
 	}))
 	if err != nil {
 		t.Fatalf("environment-only config refused: %v", err)
 	}
 	if cfg.Webhook.Secret != "w" || cfg.Keycloak.Realm != "acme" || cfg.Sync.Events.Interval != 7*time.Second ||
-		strings.Join(cfg.Auth.Audiences, "|") != "api|portal" || cfg.Sync.MaxRemovalShare != 0.5 {
+		strings.Join(cfg.Auth.Audiences, "|") != "api|portal" || cfg.Sync.MaxRemovalShare != 0.5 || cfg.Server.DebugListen != "[::1]:6060" {
 		t.Errorf("overrides not applied: %+v", cfg)
 	}
 }
@@ -81,6 +82,8 @@ func TestProblemsNameTheKeyAndTheFix(t *testing.T) {
 		{"unset variable", strings.Replace(minimal, "realm: fastn", "realm: ${NO_SUCH_VAR}", 1), secrets, []string{"keycloak.realm: environment variable NO_SUCH_VAR is not set"}},
 		{"bad env override", minimal, map[string]string{"KEYBRIDGE_KEYCLOAK_CLIENT_SECRET": "x", "KEYBRIDGE_SERVER_SHUTDOWN_TIMEOUT": "soon"}, []string{"server.shutdown_timeout (from KEYBRIDGE_SERVER_SHUTDOWN_TIMEOUT): not a duration"}},
 		{"gc target", minimal, map[string]string{"KEYBRIDGE_KEYCLOAK_CLIENT_SECRET": "x", "KEYBRIDGE_SERVER_GC_PERCENT": "-5"}, []string{"server.gc_percent: -5 is not a GOGC value"}},
+		{"profiler on a public address", minimal, map[string]string{"KEYBRIDGE_KEYCLOAK_CLIENT_SECRET": "x", "KEYBRIDGE_SERVER_DEBUG_LISTEN": "0.0.0.0:6060"}, []string{`server.debug_listen: "0.0.0.0:6060" is not a loopback address`}},
+		{"profiler address without a port", minimal, map[string]string{"KEYBRIDGE_KEYCLOAK_CLIENT_SECRET": "x", "KEYBRIDGE_SERVER_DEBUG_LISTEN": "127.0.0.1"}, []string{`server.debug_listen: "127.0.0.1" is not host:port`}},
 		{"nested unknown key in a list", minimal + "forward_auth:\n  routes:\n    - { path: /x, any_off: [a.b] }\n", secrets, []string{"forward_auth.routes[0].any_off: unknown key"}},
 		{"database password is not echoed", strings.Replace(minimal, "postgres://keybridge_app@127.0.0.1:5432/keybridge", "postgres://u:hunter2@h:notaport/db", 1), secrets, []string{"database.url"}},
 	}

@@ -30,6 +30,15 @@ func (c *Config) Validate() []error {
 	if _, _, err := net.SplitHostPort(c.Server.Listen); err != nil {
 		add("server.listen", "%q is not host:port (for example 0.0.0.0:8080)", c.Server.Listen)
 	}
+	if c.Server.DebugListen != "" {
+		host, _, err := net.SplitHostPort(c.Server.DebugListen)
+		ip := net.ParseIP(host)
+		if err != nil {
+			add("server.debug_listen", "%q is not host:port (for example 127.0.0.1:6060)", c.Server.DebugListen)
+		} else if host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			add("server.debug_listen", "%q is not a loopback address: the profiler shows the process's memory, so bind it to 127.0.0.1 or [::1] and reach it through a port-forward", c.Server.DebugListen)
+		}
+	}
 	if c.Server.GCPercent < -1 || c.Server.GCPercent == 0 {
 		add("server.gc_percent", "%d is not a GOGC value: use a positive percentage such as 400, or -1 to turn the collector off", c.Server.GCPercent)
 	}

@@ -8,9 +8,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"runtime/debug"
 	"sync"
+	"time"
 
 	"github.com/keybridge/keybridge/config"
 	"github.com/keybridge/keybridge/internal/api"
@@ -102,8 +104,16 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		}
 	}
 
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- hs.Serve(ln) }()
+	if cfg.Server.DebugListen != "" {
+		dbg, err := startDebug(ctx, cfg.Server.DebugListen, errc)
+		if err != nil {
+			return err
+		}
+		defer dbg.Close()
+		log.InfoContext(ctx, "profiler serving", "addr", cfg.Server.DebugListen)
+	}
 	var serveErr error
 	select {
 	case err := <-errc:
@@ -133,4 +143,28 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	}
 	log.InfoContext(sctx, "stopped")
 	return serveErr
+}
+
+// startDebug serves Go's profiler on its own listener (validated as
+// loopback), apart from the API so no route or middleware of the API can
+// reach it. A failure to serve ends the daemon through errc.
+func startDebug(ctx context.Context, addr string, errc chan<- error) (*http.Server, error) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("server.debug_listen %s: %w", addr, err)
+	}
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second,
+		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) }}
+	go func() {
+		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("debug server: %w", err)
+		}
+	}()
+	return hs, nil
 }
