@@ -33,19 +33,6 @@ func (d daemon) leader() bool {
 	return strings.Contains(string(b), "\nkeybridge_sync_leader 1")
 }
 
-func until(t *testing.T, what string, limit time.Duration, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for time.Since(start) < limit {
-		if cond() {
-			return time.Since(start)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("%s not seen within %s", what, limit)
-	return 0
-}
-
 // TestFaultReplicasAndSigkill: two replicas started together elect exactly
 // one leader; SIGKILL of the leader in the middle of its syncs releases the
 // advisory lock (PostgreSQL drops it with the connection) and the other
@@ -56,7 +43,7 @@ func TestFaultReplicasAndSigkill(t *testing.T) {
 	bin := testenv.BuildDaemon(t)
 	a := startDaemon(t, bin, db, kc)
 	b := startDaemon(t, bin, db, kc)
-	until(t, "a leader", 60*time.Second, func() bool { return a.leader() || b.leader() })
+	testenv.Eventually(t, "a leader", 60*time.Second, func() bool { return a.leader() || b.leader() })
 	time.Sleep(3 * time.Second)
 	if a.leader() == b.leader() {
 		t.Fatalf("leaders: a=%v b=%v, want exactly one", a.leader(), b.leader())
@@ -68,7 +55,7 @@ func TestFaultReplicasAndSigkill(t *testing.T) {
 	// Kill the leader mid-sync: syncs run every 2s and take ~0.3s; kill as
 	// soon as a run is recorded as running, or after a short wait.
 	pool := openOwner(t, db)
-	until(t, "a running sync", 10*time.Second, func() bool {
+	testenv.Eventually(t, "a running sync", 10*time.Second, func() bool {
 		var running bool
 		_ = pool.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM sync_runs WHERE outcome = 'running')`).Scan(&running)
 		return running
@@ -76,10 +63,10 @@ func TestFaultReplicasAndSigkill(t *testing.T) {
 	if err := leader.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	took := until(t, "takeover", 20*time.Second, follower.leader)
+	took := testenv.Eventually(t, "takeover", 20*time.Second, follower.leader)
 	var before int
 	_ = pool.QueryRow(context.Background(), `SELECT count(*) FROM sync_runs WHERE outcome = 'success'`).Scan(&before)
-	until(t, "a successful sync by the new leader", 20*time.Second, func() bool {
+	testenv.Eventually(t, "a successful sync by the new leader", 20*time.Second, func() bool {
 		var n int
 		_ = pool.QueryRow(context.Background(), `SELECT count(*) FROM sync_runs WHERE outcome = 'success'`).Scan(&n)
 		return n > before

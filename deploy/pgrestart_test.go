@@ -30,7 +30,7 @@ func TestFaultPostgresRestartDuringChecks(t *testing.T) {
 	db := testenv.NewDatabase(t)
 	bin := testenv.BuildDaemon(t)
 	d := startDaemon(t, bin, db, kc)
-	until(t, "ready", 60*time.Second, func() bool {
+	testenv.Eventually(t, "ready", 60*time.Second, func() bool {
 		res, err := http.Get(d.Base + "/readyz")
 		if err != nil {
 			return false
@@ -105,7 +105,7 @@ func TestFaultPostgresRestartDuringChecks(t *testing.T) {
 	}
 	pool := openOwner(t, db)
 	var n int64
-	until(t, "every audit entry written", 60*time.Second, func() bool {
+	testenv.Eventually(t, "every audit entry written", 60*time.Second, func() bool {
 		_ = pool.QueryRow(context.Background(), `SELECT count(*) FROM audit_log WHERE action = 'check.billing.manage' AND outcome = 'denied'`).Scan(&n)
 		return n >= answered.Load()
 	})

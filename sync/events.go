@@ -10,6 +10,7 @@ import (
 	gosync "sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
@@ -46,22 +47,70 @@ func userOf(path string) string {
 	return id
 }
 
-// seen remembers event ids so the overlap window never applies one twice.
+// seen is the event poller's state across rounds: the event ids already
+// taken, so the overlap window never applies one twice, and whether a full
+// run that events asked for is still owed, and from when it may be tried.
 type seen struct {
 	mu  gosync.Mutex
 	ids map[string]time.Time
+
+	fullOwed  bool                        // structural events wait for a full run
+	fullAfter time.Time                   // no event-triggered full run before this
+	fullWait  *backoff.ExponentialBackOff // grows while those runs fail
 }
 
-func (s *seen) first(id string, now time.Time) bool {
+// owe records that events asked for a full run.
+func (s *seen) owe() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.fullOwed = true
+}
+
+// fullDue reports whether an owed event-triggered full run may start now.
+func (s *seen) fullDue(now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.fullOwed && !now.Before(s.fullAfter)
+}
+
+// fullDone records how an event-triggered full run went: a failure puts the
+// next attempt off, from 2s up to 5 minutes, so a realm the deletion guard
+// refuses or a Keycloak that is down is not re-read every poll round.
+func (s *seen) fullDone(now time.Time, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ok {
+		s.fullOwed, s.fullWait, s.fullAfter = false, nil, time.Time{}
+		return
+	}
+	if s.fullWait == nil {
+		s.fullWait = backoff.NewExponentialBackOff()
+		s.fullWait.InitialInterval = 2 * time.Second
+		s.fullWait.MaxInterval = 5 * time.Minute
+	}
+	s.fullAfter = now.Add(s.fullWait.NextBackOff())
+}
+
+// has reports whether the event was applied already.
+func (s *seen) has(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.ids[id]
+	return ok
+}
+
+// mark records events as taken. A user event whose application failed is
+// not marked, and the cursor does not move past it, so the next round reads
+// and applies it again.
+func (s *seen) mark(now time.Time, ids ...string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.ids == nil {
 		s.ids = map[string]time.Time{}
 	}
-	if _, ok := s.ids[id]; ok {
-		return false
+	for _, id := range ids {
+		s.ids[id] = now
 	}
-	s.ids[id] = now
 	if len(s.ids) > 50000 {
 		for k, t := range s.ids {
 			if now.Sub(t) > time.Hour {
@@ -69,7 +118,6 @@ func (s *seen) first(id string, now time.Time) bool {
 			}
 		}
 	}
-	return true
 }
 
 // pollEvents reads admin and user events since stored cursors, with an
@@ -133,7 +181,9 @@ func (s *Service) PollOnce(ctx context.Context, dedup *seen) error {
 	if err := s.KC.get(ctx, "list_user_events", "/events", url.Values{"dateFrom": {strconv.FormatInt(uFrom, 10)}, "direction": {"asc"}, "max": {"1000"}}, &user); err != nil {
 		return fmt.Errorf("user events: %w", err)
 	}
-	full := false
+	// Structural admin events are taken at once and leave a full run owed;
+	// the full run reconciles everything, so the cursor moves on and a user
+	// disabled after them still takes effect within one round.
 	var aMax, uMax int64
 	for _, e := range admin {
 		aMax = max(aMax, e.Time)
@@ -141,17 +191,30 @@ func (s *Service) PollOnce(ctx context.Context, dedup *seen) error {
 		if key == "" {
 			key = fmt.Sprintf("%d|%s|%s", e.Time, e.OperationType, e.ResourcePath)
 		}
-		if !dedup.first("a:"+key, now) {
+		key = "a:" + key
+		if dedup.has(key) {
 			s.countEvent("admin", "duplicate")
 			continue
 		}
-		needFull, err := s.ApplyAdminEvent(ctx, e.ResourceType, e.ResourcePath, time.UnixMilli(e.Time), "admin")
+		full, err := s.ApplyAdminEvent(ctx, e.ResourceType, e.ResourcePath, time.UnixMilli(e.Time), "admin")
 		if err != nil {
-			s.countEvent("admin", "failed")
-			return err
+			// A full run covers any admin change; it also keeps one event
+			// that cannot be applied from holding up the rest.
+			if ctx.Err() != nil {
+				return err
+			}
+			if s.Log != nil {
+				s.Log.WarnContext(ctx, "admin event not applied; a full sync will cover it", "resource_type", e.ResourceType, "error", err)
+			}
+			s.countEvent("admin", "deferred")
+			full = true
+		} else {
+			s.countEvent("admin", "applied")
 		}
-		full = full || needFull
-		s.countEvent("admin", "applied")
+		if full {
+			dedup.owe()
+		}
+		dedup.mark(now, key)
 	}
 	for _, e := range user {
 		uMax = max(uMax, e.Time)
@@ -159,7 +222,7 @@ func (s *Service) PollOnce(ctx context.Context, dedup *seen) error {
 		if key == "" {
 			key = fmt.Sprintf("%d|%s|%s", e.Time, e.Type, e.UserID)
 		}
-		if !dedup.first("u:"+key, now) {
+		if dedup.has("u:" + key) {
 			s.countEvent("user", "duplicate")
 			continue
 		}
@@ -167,11 +230,21 @@ func (s *Service) PollOnce(ctx context.Context, dedup *seen) error {
 			s.countEvent("user", "failed")
 			return err
 		}
+		dedup.mark(now, "u:"+key)
 		s.countEvent("user", "applied")
 	}
-	if full {
-		if _, err := s.Run(ctx, RunOptions{Trigger: "event"}); err != nil && !errors.Is(err, ErrBusy) {
-			return fmt.Errorf("event-triggered sync: %w", err)
+	var runErr error // reported after the cursors move: the events were taken
+	if dedup.fullDue(now) {
+		_, err := s.Run(ctx, RunOptions{Trigger: "event"})
+		switch {
+		case errors.Is(err, ErrBusy):
+			// A run already under way may have read the realm before these
+			// changes: the full run stays owed for the next round.
+		case err != nil:
+			dedup.fullDone(s.now(), false)
+			runErr = fmt.Errorf("event-triggered sync: %w", err)
+		default:
+			dedup.fullDone(s.now(), true)
 		}
 	}
 	if aMax > 0 {
@@ -184,7 +257,7 @@ func (s *Service) PollOnce(ctx context.Context, dedup *seen) error {
 			return err
 		}
 	}
-	return nil
+	return runErr
 }
 
 func (s *Service) countEvent(source, outcome string) {

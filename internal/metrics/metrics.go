@@ -75,7 +75,7 @@ func New(version, revision string) *Metrics {
 	m.WebhookEvents = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keybridge_webhook_events_total",
 		Help: "Keycloak webhook deliveries by event type class and outcome (applied, duplicate, ignored, rejected, failed)."}, []string{"type", "outcome"})
 	m.KeycloakEvents = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keybridge_keycloak_events_total",
-		Help: "Events read by the poller by source (admin, user) and outcome (applied, duplicate, ignored, failed)."}, []string{"source", "outcome"})
+		Help: "Events read by the poller by source (admin, user) and outcome (applied, duplicate, ignored, failed, deferred: left to a full sync)."}, []string{"source", "outcome"})
 	m.EventApplyLag = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "keybridge_event_apply_lag_seconds",
 		Help:    "Time from a Keycloak event to its change applied in PostgreSQL, by source (admin, user, webhook).",
 		Buckets: []float64{.1, .25, .5, 1, 2, 3, 5, 10, 30, 60, 300}}, []string{"source"})
