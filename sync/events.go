@@ -10,7 +10,6 @@ import (
 	gosync "sync"
 	"time"
 
-	"github.com/cenkalti/backoff/v5"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
@@ -47,48 +46,11 @@ func userOf(path string) string {
 	return id
 }
 
-// seen is the event poller's state across rounds: the event ids already
-// taken, so the overlap window never applies one twice, and whether a full
-// run that events asked for is still owed, and from when it may be tried.
+// seen remembers the event ids already taken, so the overlap window never
+// applies one twice.
 type seen struct {
 	mu  gosync.Mutex
 	ids map[string]time.Time
-
-	fullOwed  bool                        // structural events wait for a full run
-	fullAfter time.Time                   // no event-triggered full run before this
-	fullWait  *backoff.ExponentialBackOff // grows while those runs fail
-}
-
-// owe records that events asked for a full run.
-func (s *seen) owe() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.fullOwed = true
-}
-
-// fullDue reports whether an owed event-triggered full run may start now.
-func (s *seen) fullDue(now time.Time) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.fullOwed && !now.Before(s.fullAfter)
-}
-
-// fullDone records how an event-triggered full run went: a failure puts the
-// next attempt off, from 2s up to 5 minutes, so a realm the deletion guard
-// refuses or a Keycloak that is down is not re-read every poll round.
-func (s *seen) fullDone(now time.Time, ok bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if ok {
-		s.fullOwed, s.fullWait, s.fullAfter = false, nil, time.Time{}
-		return
-	}
-	if s.fullWait == nil {
-		s.fullWait = backoff.NewExponentialBackOff()
-		s.fullWait.InitialInterval = 2 * time.Second
-		s.fullWait.MaxInterval = 5 * time.Minute
-	}
-	s.fullAfter = now.Add(s.fullWait.NextBackOff())
 }
 
 // has reports whether the event was applied already.
@@ -181,9 +143,10 @@ func (s *Service) PollOnce(ctx context.Context, dedup *seen) error {
 	if err := s.KC.get(ctx, "list_user_events", "/events", url.Values{"dateFrom": {strconv.FormatInt(uFrom, 10)}, "direction": {"asc"}, "max": {"1000"}}, &user); err != nil {
 		return fmt.Errorf("user events: %w", err)
 	}
-	// Structural admin events are taken at once and leave a full run owed;
-	// the full run reconciles everything, so the cursor moves on and a user
+	// Structural admin events are taken at once and request a full run,
+	// which reconciles everything; so the cursor moves on, and a user
 	// disabled after them still takes effect within one round.
+	needFull := false
 	var aMax, uMax int64
 	for _, e := range admin {
 		aMax = max(aMax, e.Time)
@@ -211,10 +174,11 @@ func (s *Service) PollOnce(ctx context.Context, dedup *seen) error {
 		} else {
 			s.countEvent("admin", "applied")
 		}
-		if full {
-			dedup.owe()
-		}
+		needFull = needFull || full
 		dedup.mark(now, key)
+	}
+	if needFull {
+		s.RequestFull(ctx, "event")
 	}
 	for _, e := range user {
 		uMax = max(uMax, e.Time)
@@ -233,20 +197,6 @@ func (s *Service) PollOnce(ctx context.Context, dedup *seen) error {
 		dedup.mark(now, "u:"+key)
 		s.countEvent("user", "applied")
 	}
-	var runErr error // reported after the cursors move: the events were taken
-	if dedup.fullDue(now) {
-		_, err := s.Run(ctx, RunOptions{Trigger: "event"})
-		switch {
-		case errors.Is(err, ErrBusy):
-			// A run already under way may have read the realm before these
-			// changes: the full run stays owed for the next round.
-		case err != nil:
-			dedup.fullDone(s.now(), false)
-			runErr = fmt.Errorf("event-triggered sync: %w", err)
-		default:
-			dedup.fullDone(s.now(), true)
-		}
-	}
 	if aMax > 0 {
 		if err := store.SetState(ctx, sys, adminCursor, strconv.FormatInt(aMax, 10)); err != nil {
 			return err
@@ -257,7 +207,7 @@ func (s *Service) PollOnce(ctx context.Context, dedup *seen) error {
 			return err
 		}
 	}
-	return runErr
+	return nil
 }
 
 func (s *Service) countEvent(source, outcome string) {

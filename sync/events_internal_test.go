@@ -1,49 +1,114 @@
 package sync
 
 import (
+	"context"
+	"errors"
+	gosync "sync"
 	"testing"
 	"time"
 )
 
-func TestPollStateOwesAFullRunUntilOneSucceeds(t *testing.T) {
-	var s seen
-	now := time.Unix(1_700_000_000, 0)
-	if s.fullDue(now) {
-		t.Fatal("a full run is due before any event asked for one")
+// fakeRuns stands in for Run: it records each call and answers from results
+// in order (nil once they run out); a run can be held until released.
+type fakeRuns struct {
+	mu      gosync.Mutex
+	calls   []RunOptions
+	results []error
+	hold    chan struct{}
+}
+
+func (f *fakeRuns) run(ctx context.Context, o RunOptions) (*Result, error) {
+	f.mu.Lock()
+	f.calls = append(f.calls, o)
+	var err error
+	if len(f.results) > 0 {
+		err, f.results = f.results[0], f.results[1:]
 	}
-	s.owe()
-	if !s.fullDue(now) {
-		t.Fatal("an owed full run is not due")
+	hold := f.hold
+	f.mu.Unlock()
+	if hold != nil {
+		<-hold
 	}
-	// Failures put the next attempt off, further each time, never past 5 minutes.
-	var waits []time.Duration
-	for range 12 {
-		s.fullDone(now, false)
-		if s.fullDue(now) {
-			t.Fatal("a failed full run is tried again at once")
+	return nil, err
+}
+
+func (f *fakeRuns) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.calls)
+}
+
+func (s *Service) drained() bool {
+	s.reqMu.Lock()
+	defer s.reqMu.Unlock()
+	return !s.reqDraining
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 5s", what)
 		}
-		waits = append(waits, s.fullAfter.Sub(now))
-	}
-	if waits[0] < time.Second || waits[0] > 3*time.Second {
-		t.Errorf("first wait %s, want about 2s", waits[0])
-	}
-	if last := waits[len(waits)-1]; last < time.Minute || last > 5*time.Minute {
-		t.Errorf("wait after 12 failures %s, want between 1 and 5 minutes", last)
-	}
-	if !s.fullDue(now.Add(5 * time.Minute)) {
-		t.Error("the owed run is not due after the longest wait")
-	}
-	s.fullDone(now, true)
-	if s.fullDue(now.Add(time.Hour)) {
-		t.Error("a full run is still owed after one succeeded")
-	}
-	s.owe()
-	if !s.fullDue(now) {
-		t.Error("after a success, the next owed run waits for an old backoff")
 	}
 }
 
-func TestPollStateMarksOnlyWhatItIsGiven(t *testing.T) {
+func TestRequestFullCoalescesIntoOneRunAfterTheOneUnderWay(t *testing.T) {
+	f := &fakeRuns{hold: make(chan struct{})}
+	s := &Service{runRequested: f.run}
+	s.RequestFull(t.Context(), "event")
+	waitUntil(t, "the first run", func() bool { return f.count() == 1 })
+	for range 5 { // changes reported while that run is reading the realm
+		s.RequestFull(t.Context(), "webhook")
+	}
+	close(f.hold)
+	waitUntil(t, "the drain to finish", s.drained)
+	if f.count() != 2 {
+		t.Fatalf("%d runs for 6 requests, 5 of them during the first run; want 2", f.count())
+	}
+	if f.calls[0].Trigger != "event" || f.calls[1].Trigger != "webhook" || !f.calls[0].Wait || !f.calls[1].Wait {
+		t.Fatalf("runs: %+v", f.calls)
+	}
+}
+
+func TestRequestFullRetriesAFailedRunButNotAGuardAbort(t *testing.T) {
+	down := errors.New("keycloak: connection refused")
+	f := &fakeRuns{results: []error{down, down, nil}}
+	s := &Service{runRequested: f.run, reqRetry: 10 * time.Millisecond}
+	s.RequestFull(t.Context(), "event")
+	waitUntil(t, "the drain to finish", s.drained)
+	if f.count() != 3 {
+		t.Fatalf("%d runs, want 3: two failures, then a success", f.count())
+	}
+
+	g := &fakeRuns{results: []error{ErrGuard}}
+	s = &Service{runRequested: g.run, reqRetry: 10 * time.Millisecond}
+	s.RequestFull(t.Context(), "event")
+	waitUntil(t, "the drain to finish", s.drained)
+	time.Sleep(50 * time.Millisecond)
+	if g.count() != 1 {
+		t.Fatalf("%d runs after a guard abort, want 1: only an operator can settle it", g.count())
+	}
+}
+
+func TestRequestFullKeepsARequestItCouldNotServe(t *testing.T) {
+	f := &fakeRuns{}
+	s := &Service{runRequested: f.run}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	s.RequestFull(ctx, "event") // the leader stepped down before it could run
+	waitUntil(t, "the drain to stop", s.drained)
+	if f.count() != 0 {
+		t.Fatalf("%d runs on a cancelled context", f.count())
+	}
+	s.RequestFull(t.Context(), "webhook")
+	waitUntil(t, "the drain to finish", s.drained)
+	if f.count() != 1 || f.calls[0].Trigger != "event" {
+		t.Fatalf("runs: %+v, want the kept request served once", f.calls)
+	}
+}
+
+func TestSeenMarksOnlyWhatItIsGiven(t *testing.T) {
 	var s seen
 	now := time.Now()
 	if s.has("u:1") {

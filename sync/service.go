@@ -43,6 +43,13 @@ type Service struct {
 	leaderMu gosync.Mutex
 	firstOK  chan struct{}
 	once     gosync.Once
+
+	// Full runs asked for by events and webhooks (RequestFull).
+	reqMu        gosync.Mutex
+	reqTrigger   string                                             // pending request, "" when none
+	reqDraining  bool                                               // a goroutine is serving requests
+	runRequested func(context.Context, RunOptions) (*Result, error) // tests; Run when nil
+	reqRetry     time.Duration                                      // tests; first retry wait, 2s when 0
 }
 
 // RunOptions describe one run.
@@ -51,6 +58,7 @@ type RunOptions struct {
 	DryRun  bool
 	Force   bool
 	Mode    string // overrides Service.Mode when set
+	Wait    bool   // wait for a run under way in this process instead of ErrBusy
 }
 
 // Result is a finished run.
@@ -114,7 +122,9 @@ func (s *Service) FirstSync() <-chan struct{} {
 // Run performs one full reconcile: snapshot, plan, guard, apply in one
 // transaction. A failure at any step applies nothing.
 func (s *Service) Run(ctx context.Context, o RunOptions) (*Result, error) {
-	if !s.mu.TryLock() {
+	if o.Wait {
+		s.mu.Lock()
+	} else if !s.mu.TryLock() {
 		return nil, ErrBusy
 	}
 	defer s.mu.Unlock()

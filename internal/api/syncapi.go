@@ -170,14 +170,12 @@ func (s *Sync) webhook(c *gin.Context) {
 			return
 		}
 		if full {
-			go func() {
-				if _, err := s.Service.Run(s.Background, ksync.RunOptions{Trigger: "webhook"}); err != nil && !errors.Is(err, ksync.ErrBusy) {
-					s.Log.WarnContext(s.Background, "webhook-triggered sync failed", "error", err)
-				}
-			}()
+			s.Service.RequestFull(s.Background, "webhook")
 		}
 	case "access":
 		if err := s.Service.ApplyUserEvent(ctx, "w:"+uid, w.Type[len("access."):], w.UserID, w.Error, at); err != nil {
+			// Forget the delivery so Keycloak's retry applies it.
+			_, _ = s.Store.SysPool().Exec(ctx, `DELETE FROM webhook_deliveries WHERE uid = $1`, uid)
 			count(class, "failed")
 			Error(c, http.StatusServiceUnavailable, "unavailable", "could not apply the event; retry")
 			return
