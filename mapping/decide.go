@@ -136,3 +136,29 @@ func crossTenantReason(resource, caller string) string {
 	}
 	return fmt.Sprintf("resource tenant %q differs from caller tenant %q", resource, caller)
 }
+
+// MayGrant says whether the caller may give a role to someone in tenant,
+// or put permissions into a custom role there: only what the caller may do
+// there itself, and never a bypass wider than its own. Otherwise a tenant
+// administrator could make anyone, themselves included, a PlatformAdmin, or
+// write a custom role holding what they lack. It returns "" when allowed,
+// else why not.
+func (e *Engine) MayGrant(g *Grant, r Role, tenant string, now time.Time) string {
+	if g == nil || g.idx == nil {
+		return "no resolved grant for the caller"
+	}
+	global := g.global.src != nil && g.global.src.active(now)
+	switch {
+	case r.Bypass == BypassGlobal && !global:
+		return fmt.Sprintf("role %s passes every check in every tenant; only a holder of such a role may grant it", r.Name)
+	case r.Bypass == BypassTenant && !global && (g.tenant.src == nil || !g.tenant.src.active(now)):
+		return fmt.Sprintf("role %s passes every check in its tenant; only a holder of such a role may grant it", r.Name)
+	}
+	for _, p := range r.Permissions {
+		d := e.Decide(g, Request{AnyOf: []string{p}, Resource: Resource{Tenant: tenant, Owner: g.Subject}, Now: now})
+		if !d.Allowed {
+			return fmt.Sprintf("role %s carries %q, which you may not use in tenant %q; you can grant only what you hold", r.Name, p, tenant)
+		}
+	}
+	return ""
+}

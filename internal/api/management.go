@@ -175,6 +175,26 @@ func (m *Management) tenantFor(c *gin.Context, action, resType, resID, requested
 	return "", false
 }
 
+// refuseGrant answers 403, and audits the denial, when the caller may not
+// grant role r in tenant: only what the caller may do there itself, never a
+// wider bypass (mapping.Engine.MayGrant). It reports whether it refused.
+// Roles the engine does not know (Keycloak-only roles) carry nothing here.
+func (m *Management) refuseGrant(c *gin.Context, action, resType, resID string, r mapping.Role, tenant string) bool {
+	why := m.Engine().MayGrant(m.Gate.Grant(c), r, tenant, m.now())
+	if why == "" {
+		return false
+	}
+	m.record(c, action, resType, resID, audit.Denied, why)
+	Error(c, http.StatusForbidden, "forbidden", why)
+	return true
+}
+
+// refuseRole is refuseGrant for a stored role, by name.
+func (m *Management) refuseRole(c *gin.Context, action, resType, resID, name, tenant string) bool {
+	r, ok := m.Engine().Role(name, tenant)
+	return ok && m.refuseGrant(c, action, resType, resID, r, tenant)
+}
+
 type inviteRequest struct {
 	Email  string   `json:"email"`
 	Name   string   `json:"name"`
@@ -213,6 +233,9 @@ func (m *Management) invite(c *gin.Context) {
 			return
 		}
 		m.storeError(c, action, "role", req.Role, err)
+		return
+	}
+	if m.refuseRole(c, action, "person", email, role.Name, tenant) {
 		return
 	}
 	// Teams must be visible to the caller, i.e. inside the tenant.
@@ -362,6 +385,11 @@ func (m *Management) assignRoles(c *gin.Context) {
 			m.badRequest(c, action, "roles["+strconv.Itoa(i)+"].expires_at: must be in the future")
 			return
 		}
+		// Roles the person already holds here may stay; new ones must be
+		// the caller's to give.
+		if !holdsRole(person, role.Name, tenant) && m.refuseRole(c, action, "person", id, role.Name, tenant) {
+			return
+		}
 		newNames[role.Name] = true
 		as = append(as, store.LocalAssignment{RoleID: role.ID, Tenant: tenant, ExpiresAt: r.ExpiresAt, CreatedBy: m.Gate.Grant(c).Subject})
 	}
@@ -488,6 +516,9 @@ func (m *Management) createRole(c *gin.Context) {
 		m.badRequest(c, action, err.Error())
 		return
 	}
+	if m.refuseGrant(c, action, "role", req.Name, r, tenant) {
+		return
+	}
 	m.saveNewRole(c, action, r, req.Description)
 }
 
@@ -543,6 +574,9 @@ func (m *Management) duplicateRole(c *gin.Context) {
 		m.badRequest(c, action, err.Error())
 		return
 	}
+	if m.refuseGrant(c, action, "role", src.ID, r, tenant) {
+		return
+	}
 	description := req.Description
 	if description == "" {
 		description = "Duplicated from " + src.Name
@@ -595,6 +629,9 @@ func (m *Management) updateRole(c *gin.Context) {
 	r, err := mapping.NewCustomRole(m.Engine(), cur.Name, cur.Tenant, cur.Permissions)
 	if err != nil {
 		m.badRequest(c, action, err.Error())
+		return
+	}
+	if m.refuseGrant(c, action, "role", cur.ID, r, cur.Tenant) {
 		return
 	}
 	cur.Permissions = r.Permissions
@@ -719,4 +756,12 @@ func decodeJSON(c *gin.Context, v any) error {
 		return errors.New("body: " + strings.TrimPrefix(err.Error(), "json: "))
 	}
 	return nil
+}
+
+// holdsRole reports whether the person holds the role in tenant for good
+// (an assignment without expiry, from any source).
+func holdsRole(p store.Person, name, tenant string) bool {
+	return slices.ContainsFunc(p.Roles, func(b store.RoleBadge) bool {
+		return b.Name == name && b.Tenant == tenant && b.ExpiresAt == nil
+	})
 }

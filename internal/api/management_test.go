@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -152,7 +153,10 @@ type env struct {
 	kc    *fakeKeycloak
 }
 
-func newEnv(t *testing.T) env {
+func newEnv(t *testing.T) env { t.Helper(); return newEnvWith(t, demoRules) }
+
+// newEnvWith seeds the same tenants and people under another mapping.
+func newEnvWith(t *testing.T, rules mapping.Config) env {
 	t.Helper()
 	db := testenv.NewDatabase(t)
 	ctx := context.Background()
@@ -161,7 +165,7 @@ func newEnv(t *testing.T) env {
 		t.Fatal(err)
 	}
 	t.Cleanup(st.Close)
-	engine, err := mapping.New(demoRules)
+	engine, err := mapping.New(rules)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +208,7 @@ func newEnv(t *testing.T) env {
 	au := &memAudit{}
 	kc := &fakeKeycloak{}
 	m := &api.Management{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Gate: &testGate{engine: engine, st: st, audit: au},
-		Engine: func() *mapping.Engine { return engine }, Mapping: demoRules, Keycloak: kc, System: st, Audit: au}
+		Engine: func() *mapping.Engine { return engine }, Mapping: rules, Keycloak: kc, System: st, Audit: au}
 	srv := &api.Server{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: metrics.New("test", "test"), Modules: []api.Module{m}}
 	return env{h: srv.Handler(), st: st, audit: au, kc: kc}
 }
@@ -446,5 +450,66 @@ func TestAuditExportCSV(t *testing.T) {
 	}
 	if len(rows) != 151 {
 		t.Errorf("csv has %d rows (with header), want 151", len(rows))
+	}
+}
+
+// Nobody gives what they do not hold: an Endatix tenant Admin, who passes
+// every check in its tenant, may not make anyone (itself included) a
+// PlatformAdmin, by assignment, invitation or a custom role; it may still
+// hand out the tenant's own roles. Each refusal is audited.
+func TestNoPrivilegeEscalationThroughManagement(t *testing.T) {
+	e := newEnvWith(t, mapping.Config{Preset: "endatix", Tenant: mapping.TenantSource{GroupPrefix: "/customers"},
+		Rules: []mapping.Rule{{RealmRole: "platform", GrantRole: "PlatformAdmin"}, {RealmRole: "admin", GrantRole: "Admin"}, {RealmRole: "creator", GrantRole: "Creator"}}})
+	admin := caller{"alice", "admin", "acme"}
+	held := func() []string {
+		rows, err := e.st.SysPool().Query(context.Background(), `SELECT r.name FROM role_assignments ra JOIN roles r ON r.id = ra.role_id WHERE ra.person_id = 'alice' ORDER BY 1`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return names
+	}
+
+	code, _, body := e.do(t, admin, "PUT", "/v1/people/alice/roles", map[string]any{"roles": []any{map[string]any{"role": "PlatformAdmin"}}})
+	if code != 403 || !strings.Contains(body, "PlatformAdmin") {
+		t.Fatalf("Admin made itself PlatformAdmin: %d %s", code, body)
+	}
+	if got := held(); slices.Contains(got, "PlatformAdmin") {
+		t.Fatalf("alice holds %v after the refusal", got)
+	}
+	if code, _, body := e.do(t, admin, "PUT", "/v1/people/alice/roles", map[string]any{"roles": []any{map[string]any{"role": "Creator"}}}); code != 200 {
+		t.Fatalf("Admin could not assign Creator: %d %s", code, body)
+	}
+	if code, _, body := e.do(t, admin, "POST", "/v1/people/invite", map[string]any{"email": "pat@acme.test", "role": "PlatformAdmin"}); code != 403 {
+		t.Fatalf("Admin invited a PlatformAdmin: %d %s", code, body)
+	}
+	if len(e.kc.created) != 0 {
+		t.Fatalf("a refused invitation reached Keycloak: %+v", e.kc.created)
+	}
+	if code, _, body := e.do(t, admin, "POST", "/v1/roles", map[string]any{"name": "Sneaky", "permissions": []string{"forms.view", "platform.tenants.manage"}}); code != 403 {
+		t.Fatalf("Admin wrote platform.* into a custom role: %d %s", code, body)
+	}
+	_, roles, _ := e.do(t, admin, "GET", "/v1/roles", nil)
+	var platformID string
+	for _, r := range roles["items"].([]any) {
+		if m := r.(map[string]any); m["name"] == "PlatformAdmin" {
+			platformID = m["id"].(string)
+		}
+	}
+	if code, _, body := e.do(t, admin, "POST", "/v1/roles/"+platformID+"/duplicate", map[string]any{"name": "Platform Copy"}); code != 403 {
+		t.Fatalf("Admin duplicated PlatformAdmin into its tenant: %d %s", code, body)
+	}
+	for action, want := range map[string]int{"people.assign": 1, "people.invite": 1, "roles.create": 1, "roles.duplicate": 1} {
+		if n := e.audit.count(action, string(audit.Denied)); n != want {
+			t.Errorf("%s denials audited: %d, want %d", action, n, want)
+		}
+	}
+	// A PlatformAdmin may.
+	platform := caller{"root", "platform", "acme"}
+	if code, _, body := e.do(t, platform, "PUT", "/v1/people/alice/roles", map[string]any{"roles": []any{map[string]any{"role": "PlatformAdmin"}}}); code != 200 {
+		t.Fatalf("PlatformAdmin could not assign PlatformAdmin: %d %s", code, body)
 	}
 }
