@@ -193,6 +193,25 @@ type ForwardAuth struct {
 	Default string `yaml:"default"`
 	// Headers names the identity headers on a 200 answer.
 	Headers ForwardHeaders `yaml:"headers"`
+	// Proxy says which proxy calls forward-auth, and so the one pair of
+	// headers that carries the original method and URI: "nginx"
+	// (X-Original-Method, X-Original-URI), "traefik" (X-Forwarded-Method,
+	// X-Forwarded-Uri) or "envoy" (the request's method, X-Envoy-Original-Path).
+	// Only that pair is read: a proxy passes the client's other headers
+	// through, so any fallback would let a client name the URI checked.
+	Proxy string `yaml:"proxy"`
+}
+
+// OriginalHeaders are the method and URI headers Proxy sets; method is ""
+// when the proxy keeps the original method on the request itself.
+func (f ForwardAuth) OriginalHeaders() (method, uri string) {
+	switch f.Proxy {
+	case "traefik":
+		return "X-Forwarded-Method", "X-Forwarded-Uri"
+	case "envoy":
+		return "", "X-Envoy-Original-Path"
+	}
+	return "X-Original-Method", "X-Original-URI"
 }
 
 // Route maps a method and path pattern to the permissions it needs (any of).
@@ -269,6 +288,7 @@ func Default() Config {
 		Check:   Check{MaxBatch: 100},
 		ForwardAuth: ForwardAuth{
 			Default: "deny",
+			Proxy:   "nginx",
 			Headers: ForwardHeaders{User: "X-Auth-User", Tenant: "X-Auth-Tenant", Roles: "X-Auth-Roles"},
 		},
 		RateLimit: RateLimit{PerSubject: Bucket{Rate: 200, Burst: 400}, PerClient: Bucket{Rate: 1000, Burst: 2000}},

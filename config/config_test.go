@@ -84,6 +84,7 @@ func TestProblemsNameTheKeyAndTheFix(t *testing.T) {
 		{"gc target", minimal, map[string]string{"KEYBRIDGE_KEYCLOAK_CLIENT_SECRET": "x", "KEYBRIDGE_SERVER_GC_PERCENT": "-5"}, []string{"server.gc_percent: -5 is not a GOGC value"}},
 		{"profiler on a public address", minimal, map[string]string{"KEYBRIDGE_KEYCLOAK_CLIENT_SECRET": "x", "KEYBRIDGE_SERVER_DEBUG_LISTEN": "0.0.0.0:6060"}, []string{`server.debug_listen: "0.0.0.0:6060" is not a loopback address`}},
 		{"profiler address without a port", minimal, map[string]string{"KEYBRIDGE_KEYCLOAK_CLIENT_SECRET": "x", "KEYBRIDGE_SERVER_DEBUG_LISTEN": "127.0.0.1"}, []string{`server.debug_listen: "127.0.0.1" is not host:port`}},
+		{"unknown proxy", minimal, map[string]string{"KEYBRIDGE_KEYCLOAK_CLIENT_SECRET": "x", "KEYBRIDGE_FORWARD_AUTH_PROXY": "caddy"}, []string{`forward_auth.proxy: "caddy" is not nginx, traefik or envoy`}},
 		{"nested unknown key in a list", minimal + "forward_auth:\n  routes:\n    - { path: /x, any_off: [a.b] }\n", secrets, []string{"forward_auth.routes[0].any_off: unknown key"}},
 		{"database password is not echoed", strings.Replace(minimal, "postgres://keybridge_app@127.0.0.1:5432/keybridge", "postgres://u:hunter2@h:notaport/db", 1), secrets, []string{"database.url"}},
 	}

@@ -157,6 +157,11 @@ func (c *Config) Validate() []error {
 	if c.ForwardAuth.Default != "deny" && c.ForwardAuth.Default != "authenticated" {
 		add("forward_auth.default", "%q is not deny or authenticated", c.ForwardAuth.Default)
 	}
+	switch c.ForwardAuth.Proxy {
+	case "nginx", "traefik", "envoy":
+	default:
+		add("forward_auth.proxy", "%q is not nginx, traefik or envoy: name the proxy that calls /v1/forward-auth", c.ForwardAuth.Proxy)
+	}
 	for i, r := range c.ForwardAuth.Routes {
 		if !strings.HasPrefix(r.Path, "/") {
 			add(fmt.Sprintf("forward_auth.routes[%d].path", i), "%q must start with /", r.Path)

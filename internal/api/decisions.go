@@ -334,16 +334,20 @@ func (d *Decisions) me(c *gin.Context) {
 }
 
 // forwardAuth answers nginx auth_request, Traefik ForwardAuth and Envoy's
-// HTTP ext_authz: the original method and URI come from the forwarding
-// headers and a route table maps them to permissions.
+// HTTP ext_authz: the original method and URI come from the one pair of
+// headers the configured proxy sets (forward_auth.proxy), and a route table
+// maps them to permissions.
 func (d *Decisions) forwardAuth(c *gin.Context) {
-	method := firstHeader(c, "X-Forwarded-Method", "X-Original-Method")
-	if method == "" {
-		method = c.Request.Method
+	mh, uh := d.ForwardAuth.OriginalHeaders()
+	method := c.Request.Method
+	if mh != "" {
+		method = c.GetHeader(mh)
 	}
-	uri := firstHeader(c, "X-Forwarded-Uri", "X-Original-URI", "X-Envoy-Original-Path")
-	if uri == "" {
-		uri = "/"
+	uri := c.GetHeader(uh)
+	if method == "" || uri == "" {
+		d.Metrics.Decisions.WithLabelValues("forward_auth", "denied").Inc()
+		Error(c, http.StatusBadRequest, "bad_request", "the proxy sent no "+strings.TrimPrefix(mh+" or ", " or ")+uh+" header: set forward_auth.proxy to the proxy in front")
+		return
 	}
 	p := uri
 	if u, err := url.ParseRequestURI(uri); err == nil {
@@ -380,15 +384,6 @@ func (d *Decisions) forwardAuth(c *gin.Context) {
 	c.Header(h.Tenant, g.Tenant)
 	c.Header(h.Roles, strings.Join(g.Roles, ","))
 	c.Status(http.StatusOK)
-}
-
-func firstHeader(c *gin.Context, names ...string) string {
-	for _, n := range names {
-		if v := c.GetHeader(n); v != "" {
-			return v
-		}
-	}
-	return ""
 }
 
 // MatchRoute finds the first route for a method and a clean path. A route

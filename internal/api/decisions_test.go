@@ -38,6 +38,7 @@ type decEnv struct {
 	svc      *ksync.Service
 	m        *metrics.Metrics
 	h        http.Handler
+	dec      *api.Decisions
 	verifier *auth.Verifier
 	now      time.Time
 }
@@ -89,6 +90,7 @@ func newDecEnv(t testing.TB, jwksURL string) *decEnv {
 			Routes: []config.Route{{Path: "/public/**", Public: true}, {Methods: []string{"GET"}, Path: "/workflows/**", AnyOf: []string{"workflows.read"}},
 				{Methods: []string{"POST"}, Path: "/workflows/*/deploy", AnyOf: []string{"workflows.deploy_prod"}}}},
 		PerSubject: &ratelimit.Limiter{}, PerClient: &ratelimit.Limiter{}}
+	e.dec = dec
 	e.h = (&api.Server{Log: log, Metrics: m, Modules: []api.Module{dec}}).Handler()
 	return e
 }
@@ -318,20 +320,29 @@ func TestForwardAuthPaths(t *testing.T) {
 	tests := []struct {
 		name, method, uri, token string
 		want                     int
+		client                   map[string]string // headers the client sent, which nginx passes through
 	}{
-		{"public", "GET", "/public/logo.png", "", 200},
-		{"no token", "GET", "/workflows/1", "", 401},
-		{"reader reads", "GET", "/workflows/1", victor, 200},
-		{"viewer cannot deploy", "POST", "/workflows/1/deploy", victor, 403},
-		{"developer deploys", "POST", "/workflows/1/deploy", dana, 200},
-		{"unmapped route denied", "GET", "/admin", dana, 403},
-		{"dot-dot does not escape", "GET", "/public/../workflows/1", "", 401},
+		{"public", "GET", "/public/logo.png", "", 200, nil},
+		{"no token", "GET", "/workflows/1", "", 401, nil},
+		{"reader reads", "GET", "/workflows/1", victor, 200, nil},
+		{"viewer cannot deploy", "POST", "/workflows/1/deploy", victor, 403, nil},
+		{"developer deploys", "POST", "/workflows/1/deploy", dana, 200, nil},
+		{"unmapped route denied", "GET", "/admin", dana, 403, nil},
+		{"dot-dot does not escape", "GET", "/public/../workflows/1", "", 401, nil},
+		{"a client's X-Forwarded-Uri is not the URI checked", "POST", "/workflows/1/deploy", "", 401, map[string]string{"X-Forwarded-Uri": "/public/logo.png"}},
+		{"a client's X-Forwarded-Method is not the method checked", "POST", "/workflows/1/deploy", victor, 403, map[string]string{"X-Forwarded-Method": "GET"}},
+		{"no original URI from the proxy", "GET", "", dana, 400, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			req := httptest.NewRequest("GET", "/v1/forward-auth", nil)
-			req.Header.Set("X-Forwarded-Method", tt.method)
-			req.Header.Set("X-Forwarded-Uri", tt.uri)
+			req.Header.Set("X-Original-Method", tt.method)
+			if tt.uri != "" {
+				req.Header.Set("X-Original-URI", tt.uri)
+			}
+			for k, v := range tt.client {
+				req.Header.Set(k, v)
+			}
 			if tt.token != "" {
 				req.Header.Set("Authorization", "Bearer "+tt.token)
 			}
@@ -344,6 +355,29 @@ func TestForwardAuthPaths(t *testing.T) {
 				t.Errorf("identity headers: %v", rec.Header())
 			}
 		})
+	}
+	// Behind Traefik the pair is X-Forwarded-Method / X-Forwarded-Uri, and
+	// nginx's headers are the ones a client could send.
+	e.dec.ForwardAuth.Proxy = "traefik"
+	for _, tt := range []struct {
+		name    string
+		headers map[string]string
+		want    int
+	}{
+		{"traefik: viewer cannot deploy", map[string]string{"X-Forwarded-Method": "POST", "X-Forwarded-Uri": "/workflows/1/deploy"}, 403},
+		{"traefik: a client's X-Original-URI is ignored", map[string]string{"X-Forwarded-Method": "POST", "X-Forwarded-Uri": "/workflows/1/deploy", "X-Original-URI": "/public/x", "X-Original-Method": "GET"}, 403},
+		{"traefik: reader reads", map[string]string{"X-Forwarded-Method": "GET", "X-Forwarded-Uri": "/workflows/1"}, 200},
+	} {
+		req := httptest.NewRequest("GET", "/v1/forward-auth", nil)
+		for k, v := range tt.headers {
+			req.Header.Set(k, v)
+		}
+		req.Header.Set("Authorization", "Bearer "+victor)
+		rec := httptest.NewRecorder()
+		e.h.ServeHTTP(rec, req)
+		if rec.Code != tt.want {
+			t.Errorf("%s: %d, want %d: %s", tt.name, rec.Code, tt.want, rec.Body)
+		}
 	}
 }
 

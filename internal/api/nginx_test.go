@@ -100,16 +100,23 @@ http {
 	tests := []struct {
 		name, method, path, token string
 		want                      int
+		spoof                     bool // the client adds Traefik's headers, naming a public URI and GET
 	}{
-		{"allowed", "POST", "/workflows/7/deploy", dana, 200},
-		{"no token", "GET", "/workflows/7", "", 401},
-		{"forbidden", "POST", "/workflows/7/deploy", victor, 403},
+		{"allowed", "POST", "/workflows/7/deploy", dana, 200, false},
+		{"no token", "GET", "/workflows/7", "", 401, false},
+		{"forbidden", "POST", "/workflows/7/deploy", victor, 403, false},
+		{"client headers naming another URI", "POST", "/workflows/7/deploy", "", 401, true},
+		{"client headers naming another method", "POST", "/workflows/7/deploy", victor, 403, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			req, _ := http.NewRequest(tt.method, base+tt.path, nil)
 			if tt.token != "" {
 				req.Header.Set("Authorization", "Bearer "+tt.token)
+			}
+			if tt.spoof {
+				req.Header.Set("X-Forwarded-Uri", "/public/logo.png")
+				req.Header.Set("X-Forwarded-Method", "GET")
 			}
 			res, err := http.DefaultClient.Do(req)
 			if err != nil {
