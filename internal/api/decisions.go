@@ -210,8 +210,10 @@ func (d *Decisions) auditDecision(c *gin.Context, g *mapping.Grant, action strin
 	if !dec.Allowed {
 		outcome = audit.Denied
 	}
+	// The row lands in the caller's tenant; only a caller that may act in
+	// the named tenant (global bypass) writes into that tenant's log.
 	tenant := g.Tenant
-	if tenant == "" {
+	if g.Global() && res.Tenant != "" {
 		tenant = res.Tenant
 	}
 	d.Audit.Record(c.Request.Context(), audit.Entry{OccurredAt: d.now(), TenantID: tenant, ActorID: g.Subject, ActorName: g.Username,
@@ -228,7 +230,8 @@ func truncate(s string, n int) string {
 // introspect is RFC 7662. An inactive token answers exactly
 // {"active":false}; why goes to the log and a metric label only.
 func (d *Decisions) introspect(c *gin.Context) {
-	if !d.introspectionCaller(c) {
+	ok, scope := d.introspectionCaller(c)
+	if !ok {
 		c.Header("WWW-Authenticate", `Basic realm="keybridge"`)
 		Error(c, http.StatusUnauthorized, "invalid_client", "client authentication failed")
 		return
@@ -243,7 +246,9 @@ func (d *Decisions) introspect(c *gin.Context) {
 		return
 	}
 	who, err := d.Identify.Identify(c.Request.Context(), raw)
-	if err != nil {
+	if err != nil || (scope != nil && !scope.Global() && (scope.Tenant == "" || who.Grant.Tenant != scope.Tenant)) {
+		// A tenant admin learns nothing of another tenant's tokens (RFC 7662
+		// §2.2 lets the server answer inactive to a caller it will not tell).
 		c.Data(http.StatusOK, jsonContentType, inactive)
 		return
 	}
@@ -298,7 +303,9 @@ type introspection struct {
 // introspectionCaller authenticates the caller of /oauth2/introspect: a
 // configured client over HTTP Basic, or a bearer token of a caller whose
 // grant holds people.manage or tenant.users.manage (admins of a tenant).
-func (d *Decisions) introspectionCaller(c *gin.Context) bool {
+// For a bearer caller it also returns the grant, which limits what it may
+// learn: tokens of its own tenant only, unless it bypasses globally.
+func (d *Decisions) introspectionCaller(c *gin.Context) (ok bool, scope *mapping.Grant) {
 	if id, secret, ok := c.Request.BasicAuth(); ok {
 		id, _ = url.QueryUnescape(id)
 		secret, _ = url.QueryUnescape(secret)
@@ -306,21 +313,21 @@ func (d *Decisions) introspectionCaller(c *gin.Context) bool {
 			idOK := subtle.ConstantTimeCompare([]byte(id), []byte(cl.ID)) == 1
 			secretOK := subtle.ConstantTimeCompare([]byte(secret), []byte(cl.Secret)) == 1
 			if idOK && secretOK {
-				return true
+				return true, nil
 			}
 		}
-		return false
+		return false, nil
 	}
 	raw := bearerToken(c)
 	if raw == "" {
-		return false
+		return false, nil
 	}
 	who, err := d.Identify.Identify(c.Request.Context(), raw)
 	if err != nil {
-		return false
+		return false, nil
 	}
 	dec := d.Engine().Decide(who.Grant, mapping.Request{AnyOf: []string{"people.manage", "tenant.users.manage"}, Now: d.now()})
-	return dec.Allowed
+	return dec.Allowed, who.Grant
 }
 
 func (d *Decisions) me(c *gin.Context) {

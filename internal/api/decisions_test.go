@@ -161,6 +161,35 @@ func TestIntrospectionOfEveryDemoUser(t *testing.T) {
 	}
 }
 
+// A tenant admin may introspect with its own token, but only tokens of its
+// own tenant: another tenant's token is inactive to it.
+func TestIntrospectionByATenantAdminStaysInItsTenant(t *testing.T) {
+	e := newDecEnv(t, "")
+	adam := userToken(t, e.kc, e.kc.Realm, e.kc.PublicClientID, "adam")
+	as := func(bearer, token string) map[string]any {
+		req := httptest.NewRequest("POST", "/oauth2/introspect", strings.NewReader(url.Values{"token": {token}}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Authorization", "Bearer "+bearer)
+		rec := httptest.NewRecorder()
+		e.h.ServeHTTP(rec, req)
+		var out map[string]any
+		if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil || rec.Code != 200 {
+			t.Fatalf("introspect: %d %s", rec.Code, rec.Body)
+		}
+		return out
+	}
+	if out := as(adam, userToken(t, e.kc, e.kc.Realm, e.kc.PublicClientID, "dana")); out["active"] != true || out["tenant_id"] != "acme" {
+		t.Errorf("acme admin introspecting an acme token: %v", out)
+	}
+	if out := as(adam, userToken(t, e.kc, e.kc.Realm, e.kc.PublicClientID, "gina")); len(out) != 1 || out["active"] != false {
+		t.Errorf("acme admin introspecting a globex token learned %v", out)
+	}
+	// The configured client still sees every tenant.
+	if out := e.introspect(t, userToken(t, e.kc, e.kc.Realm, e.kc.PublicClientID, "gina")); out["tenant_id"] != "globex" {
+		t.Errorf("client introspecting a globex token: %v", out)
+	}
+}
+
 // TestIntrospectionFollowsGrantChanges: the encoded answer kept per
 // resolved token is replaced with the resolution when the directory changes.
 func TestIntrospectionFollowsGrantChanges(t *testing.T) {

@@ -730,7 +730,8 @@ func (m *Management) listAudit(c *gin.Context) {
 		w := csv.NewWriter(c.Writer)
 		_ = w.Write([]string{"timestamp", "user", "user_id", "action", "resource_type", "resource_id", "outcome", "tenant", "request_id", "reason"})
 		err := store.StreamAudit(ctx, tx, f, func(a store.AuditRow) error {
-			return w.Write([]string{a.Timestamp.UTC().Format(time.RFC3339Nano), a.User, a.UserID, a.Action, a.ResourceType, a.ResourceID, a.Outcome, a.Tenant, a.RequestID, a.Reason})
+			return w.Write([]string{a.Timestamp.UTC().Format(time.RFC3339Nano), cell(a.User), cell(a.UserID), cell(a.Action), cell(a.ResourceType),
+				cell(a.ResourceID), a.Outcome, cell(a.Tenant), cell(a.RequestID), cell(a.Reason)})
 		})
 		w.Flush()
 		if err != nil {
@@ -764,4 +765,15 @@ func holdsRole(p store.Person, name, tenant string) bool {
 	return slices.ContainsFunc(p.Roles, func(b store.RoleBadge) bool {
 		return b.Name == name && b.Tenant == tenant && b.ExpiresAt == nil
 	})
+}
+
+// cell keeps a spreadsheet from running a CSV value as a formula: values
+// that callers choose (resource ids, names, reasons) and that begin with
+// = + - @ or a tab or carriage return get a leading apostrophe (OWASP's
+// advice for CSV injection).
+func cell(v string) string {
+	if v != "" && strings.ContainsRune("=+-@\t\r", rune(v[0])) {
+		return "'" + v
+	}
+	return v
 }

@@ -435,6 +435,11 @@ func TestAuditExportCSV(t *testing.T) {
 		_, err := tx.Exec(ctx, `INSERT INTO audit_log (occurred_at, tenant_id, actor_name, action, outcome, entry_id)
 			SELECT now() - (i || ' minutes')::interval, CASE WHEN i % 2 = 0 THEN 'acme' ELSE 'globex' END, 'x', 'auth.login', 'success', gen_random_uuid()
 			FROM generate_series(1, 300) i`)
+		if err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO audit_log (occurred_at, tenant_id, actor_name, action, resource_id, outcome, entry_id)
+			VALUES (now(), 'acme', '@x', 'auth.login', '=HYPERLINK("http://evil.test","ok")', 'success', gen_random_uuid())`)
 		return err
 	})
 	req := httptest.NewRequest("GET", "/v1/audit?action=auth.login", nil)
@@ -448,8 +453,17 @@ func TestAuditExportCSV(t *testing.T) {
 	if err != nil || rec.Code != 200 {
 		t.Fatalf("csv: %d %v", rec.Code, err)
 	}
-	if len(rows) != 151 {
-		t.Errorf("csv has %d rows (with header), want 151", len(rows))
+	if len(rows) != 152 {
+		t.Errorf("csv has %d rows (with header), want 152", len(rows))
+	}
+	formula := false
+	for _, r := range rows[1:] {
+		for _, v := range r {
+			formula = formula || strings.HasPrefix(v, "=") || strings.HasPrefix(v, "@")
+		}
+	}
+	if formula {
+		t.Error("a value the caller chose reached the CSV as a spreadsheet formula")
 	}
 }
 
