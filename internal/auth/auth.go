@@ -98,7 +98,9 @@ type Verifier struct {
 	mu      sync.RWMutex
 	keys    jose.JSONWebKeySet
 	fetched time.Time
-	fetchMu sync.Mutex
+	// attempted is the last fetch's start, guarded by fetchMu.
+	attempted time.Time
+	fetchMu   sync.Mutex
 }
 
 // NewVerifier discovers the issuer's JWKS (unless Options.JWKSURL is set)
@@ -138,13 +140,13 @@ func NewVerifier(ctx context.Context, opt Options) (*Verifier, error) {
 func (v *Verifier) refresh(ctx context.Context, force bool) error {
 	v.fetchMu.Lock()
 	defer v.fetchMu.Unlock()
-	v.mu.RLock()
-	last := v.fetched
-	v.mu.RUnlock()
-	if !force && v.opt.Now().Sub(last) < v.opt.RefreshInterval {
+	// Attempts are limited, not only successes: with the JWKS endpoint
+	// failing, tokens with unknown kids must not each trigger a fetch.
+	if !force && v.opt.Now().Sub(v.attempted) < v.opt.RefreshInterval {
 		v.opt.OnRefresh("rate_limited")
 		return errors.New("jwks refresh rate limited")
 	}
+	v.attempted = v.opt.Now()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, v.opt.JWKSURL, nil)
 	if err != nil {
 		return err
@@ -235,9 +237,10 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Token, error) {
 	// the issuer's JWKS.
 	k, ok := v.key(h.Kid)
 	if !ok {
-		if err := v.refresh(ctx, false); err == nil {
-			k, ok = v.key(h.Kid)
-		}
+		// Look again even when this refresh was rate limited: a concurrent
+		// one may just have brought the key.
+		_ = v.refresh(ctx, false)
+		k, ok = v.key(h.Kid)
 		if !ok {
 			return nil, refuse(UnknownKid, "kid %q not in the JWKS", truncate(h.Kid, 64))
 		}

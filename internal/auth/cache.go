@@ -40,17 +40,24 @@ func (c *Cached) Verify(ctx context.Context, raw string) (*Token, error) {
 	c.mu.Lock()
 	t, ok := c.entries[key]
 	c.mu.Unlock()
-	if ok {
-		if now.After(t.Until) {
-			return nil, refuse(Expired, "expired at %s", t.Expiry.UTC().Format(time.RFC3339))
-		}
+	switch {
+	case ok && !now.After(t.Until):
 		return t, nil
+	case ok && !t.Until.Before(t.Expiry):
+		return nil, refuse(Expired, "expired at %s", t.Expiry.UTC().Format(time.RFC3339))
 	}
+	// Not cached, or cached until a freshness bound short of its expiry
+	// (Remote's TTL): verify it again.
 	t, err := c.Next.Verify(ctx, raw)
 	if err != nil {
 		return nil, err
 	}
-	t.Hash = key
+	if t.Hash != key {
+		// The verifier may share its token between callers: copy, never write.
+		cp := *t
+		cp.Hash = key
+		t = &cp
+	}
 	c.mu.Lock()
 	if c.entries == nil {
 		c.entries = make(map[[32]byte]*Token, c.Size)

@@ -59,6 +59,9 @@ func (r *Remote) Verify(ctx context.Context, raw string) (*Token, error) {
 		if tok.Expiry.Before(until) {
 			until = tok.Expiry
 		}
+		// Caches in front of this one keep the token no longer: a token
+		// revoked in Keycloak is refused within TTL.
+		tok.Until = until
 	} else if ReasonOf(err) == KeysUnavailable {
 		return nil, err // Keycloak unreachable: don't cache an outage
 	}
@@ -109,8 +112,8 @@ func (r *Remote) ask(ctx context.Context, raw string, key [32]byte) (*Token, err
 	return t, nil
 }
 
-// Fallback verifies locally and asks Remote only about tokens that are not
-// JWTs at all; a JWT that fails local checks is refused, never re-asked.
+// Fallback verifies locally and asks Remote only about opaque tokens (no
+// dot at all); a JWT that fails local checks is refused, never re-asked.
 type Fallback struct {
 	Local  TokenVerifier
 	Remote TokenVerifier
@@ -119,7 +122,10 @@ type Fallback struct {
 // Verify implements TokenVerifier.
 func (f *Fallback) Verify(ctx context.Context, raw string) (*Token, error) {
 	t, err := f.Local.Verify(ctx, raw)
-	if err != nil && f.Remote != nil && strings.Count(raw, ".") != 2 && ReasonOf(err) == Malformed {
+	// Only tokens without a dot go remote: anything shaped like a JWT is
+	// judged locally alone, since Keycloak would read "<jwt>." as the JWT
+	// and skip the audience and issuer checks made here.
+	if err != nil && f.Remote != nil && !strings.Contains(raw, ".") && ReasonOf(err) == Malformed {
 		return f.Remote.Verify(ctx, raw)
 	}
 	return t, err

@@ -58,8 +58,39 @@ func TestRemoteIntrospectionCachesAndFallsBackOnlyForOpaqueTokens(t *testing.T) 
 	if n := calls.Load(); n != 2 {
 		t.Errorf("%d calls to the introspection endpoint, want 2 (the rest cached)", n)
 	}
-	if _, err := f.Verify(context.Background(), "a.b.c"); err == nil || calls.Load() != 2 {
-		t.Error("a JWT that fails locally must not be re-asked remotely")
+	// Keycloak reads "<jwt>." and "<jwt>.." as the JWT (Java's split drops
+	// empty trailing parts) and would skip the audience checks made locally.
+	for _, raw := range []string{"a.b.c", "a.b.c.", "a.b.c..", "a.b"} {
+		if _, err := f.Verify(context.Background(), raw); err == nil || calls.Load() != 2 {
+			t.Errorf("%q: a token with a dot that fails locally must not be asked remotely", raw)
+		}
+	}
+}
+
+// A token Keycloak stops calling active is refused within Remote's TTL,
+// even behind the token cache, which keeps tokens until their Until.
+func TestRemoteTTLHoldsBehindTheTokenCache(t *testing.T) {
+	var active atomic.Bool
+	active.Store(true)
+	fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = json.NewEncoder(w).Encode(map[string]any{"active": active.Load(), "sub": "u1", "exp": time.Now().Add(time.Hour).Unix()})
+	}))
+	defer fake.Close()
+	now := time.Now()
+	clock := func() time.Time { return now }
+	remote := &auth.Remote{Endpoint: fake.URL, ClientID: "c", ClientSecret: "s", TTL: time.Minute, Now: clock}
+	cached := &auth.Cached{Next: &auth.Fallback{Local: failing{}, Remote: remote}, Size: 10, Now: clock}
+	if _, err := cached.Verify(context.Background(), "opaque"); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(2 * time.Minute) // past the TTL, still active: asked again, accepted
+	if _, err := cached.Verify(context.Background(), "opaque"); err != nil {
+		t.Fatalf("an active token refused after the remote TTL: %v", err)
+	}
+	active.Store(false) // revoked in Keycloak
+	now = now.Add(2 * time.Minute)
+	if _, err := cached.Verify(context.Background(), "opaque"); err == nil {
+		t.Fatal("a token revoked in Keycloak is still accepted after the remote TTL")
 	}
 }
 

@@ -42,6 +42,7 @@ type Resolver struct {
 type cached struct {
 	caller  Caller
 	version uint64
+	until   time.Time // the first stored assignment's expiry after resolving; zero: none
 }
 
 // Identify verifies and resolves a token.
@@ -51,31 +52,43 @@ func (r *Resolver) Identify(ctx context.Context, raw string) (Caller, error) {
 		r.refuse(ctx, auth.ReasonOf(err), err)
 		return Caller{}, err
 	}
+	// The version is read before the person: a change landing in between
+	// then makes the entry stale at once, instead of caching the old view
+	// under the new version.
+	version := r.Dir.Version()
 	person, known := r.Dir.Lookup(tok.Subject)
 	if known && person.Revoked() {
 		err := &auth.Error{Reason: auth.Revoked, Detail: "subject is " + person.Status + " in Keycloak"}
 		r.refuse(ctx, auth.Revoked, err)
 		return Caller{}, err
 	}
-	version := r.Dir.Version()
+	now := r.now()
 	r.mu.Lock()
 	c, ok := r.cache[tok.Hash]
 	r.mu.Unlock()
-	if ok && c.version == version {
+	// A grant resolved with a temporary assignment (a break-glass
+	// PlatformAdmin, say) is resolved again once it expires: the RLS session
+	// (app.platform, app.role) and the introspection memo come from it.
+	if ok && c.version == version && (c.until.IsZero() || now.Before(c.until)) {
 		if r.OnAccept != nil {
 			r.OnAccept()
 		}
 		return c.caller, nil
 	}
-	now := r.now()
 	engine := r.Dir.Engine()
 	g := engine.Resolve(mapping.FactsFromClaims(tok.Claims, engine.Config().Claims), person.Assignments, now)
 	caller := Caller{Token: tok, Grant: g, Memo: &Memo{}}
+	var until time.Time
+	for _, a := range person.Assignments {
+		if a.ExpiresAt.After(now) && (until.IsZero() || a.ExpiresAt.Before(until)) {
+			until = a.ExpiresAt
+		}
+	}
 	r.mu.Lock()
 	if r.cache == nil || len(r.cache) >= max(r.MaxCache, 1) {
 		r.cache = map[[32]byte]cached{} // a full reset is cheap and bounds memory
 	}
-	r.cache[tok.Hash] = cached{caller: caller, version: version}
+	r.cache[tok.Hash] = cached{caller: caller, version: version, until: until}
 	r.mu.Unlock()
 	if r.OnAccept != nil {
 		r.OnAccept()
