@@ -3,12 +3,16 @@ package audit
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/cenkalti/backoff/v5"
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -51,6 +55,7 @@ func (w *Writer) Record(_ context.Context, e Entry) {
 	if e.ActorName == "" {
 		e.ActorName = "system"
 	}
+	sanitize(&e)
 	select {
 	case w.ch <- e:
 		w.Depth.Inc()
@@ -70,12 +75,12 @@ func (w *Writer) Run(ctx context.Context) error {
 	ticker := time.NewTicker(w.FlushInterval)
 	defer ticker.Stop()
 	batch := make([]Entry, 0, w.BatchSize)
+	// A batch interrupted by shutdown stays in batch and goes out with the
+	// drain; only what the drain cannot write is dropped, and counted.
 	flush := func(ctx context.Context) {
-		if len(batch) == 0 {
-			return
+		if len(batch) > 0 && w.writeWithRetry(ctx, batch) {
+			batch = batch[:0]
 		}
-		w.writeWithRetry(ctx, batch)
-		batch = batch[:0]
 	}
 	for {
 		select {
@@ -98,6 +103,13 @@ func (w *Writer) Run(ctx context.Context) error {
 					}
 				default:
 					flush(drain)
+					if len(batch) > 0 {
+						w.Dropped.Add(float64(len(batch)))
+						w.Depth.Sub(float64(len(batch)))
+						if w.Log != nil {
+							w.Log.Error("audit entries not written at shutdown", "entries", len(batch))
+						}
+					}
 					return nil
 				}
 			}
@@ -105,9 +117,13 @@ func (w *Writer) Run(ctx context.Context) error {
 	}
 }
 
-// writeWithRetry keeps a batch until it is written: entry ids make a retry
-// after an ambiguous failure idempotent.
-func (w *Writer) writeWithRetry(ctx context.Context, batch []Entry) {
+// writeWithRetry keeps a batch until it is written or ctx ends, and
+// reports whether it was written: entry ids make a retry after an ambiguous
+// failure idempotent. A batch PostgreSQL refuses for its data (SQLSTATE
+// classes 22 and 23) is never retried whole, since it would block every
+// later entry: its rows are written one by one and only a refused one is
+// dropped, and counted.
+func (w *Writer) writeWithRetry(ctx context.Context, batch []Entry) bool {
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval = 50 * time.Millisecond
 	b.MaxInterval = 2 * time.Second
@@ -116,21 +132,67 @@ func (w *Writer) writeWithRetry(ctx context.Context, batch []Entry) {
 		if err == nil {
 			w.Written.Add(float64(len(batch)))
 			w.Depth.Sub(float64(len(batch)))
-			return
+			return true
 		}
 		w.WriteErrors.Inc()
+		if dataError(err) {
+			w.writeEach(ctx, batch)
+			return true
+		}
 		if w.Log != nil {
 			w.Log.WarnContext(ctx, "audit write failed; retrying", "entries", len(batch), "error", err)
 		}
 		select {
 		case <-ctx.Done():
-			if w.Log != nil {
-				w.Log.Error("audit entries not written at shutdown", "entries", len(batch))
-			}
-			return
+			return false
 		case <-time.After(b.NextBackOff()):
 		}
 	}
+}
+
+// writeEach writes a refused batch row by row, dropping only rows that are
+// refused for their data; a row that fails otherwise is retried.
+func (w *Writer) writeEach(ctx context.Context, batch []Entry) {
+	for i := range batch {
+		one := batch[i : i+1]
+		err := w.write(ctx, one)
+		if err != nil && !dataError(err) {
+			if !w.writeWithRetry(ctx, one) {
+				w.Depth.Dec()
+				w.Dropped.Inc()
+			}
+			continue
+		}
+		w.Depth.Dec()
+		if err == nil {
+			w.Written.Inc()
+			continue
+		}
+		w.Dropped.Inc()
+		if w.Log != nil {
+			w.Log.ErrorContext(ctx, "audit entry refused by the database: dropped", "action", one[0].Action, "outcome", one[0].Outcome, "error", err)
+		}
+	}
+}
+
+func dataError(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (strings.HasPrefix(pe.Code, "22") || strings.HasPrefix(pe.Code, "23"))
+}
+
+// sanitize makes an entry's text storable: PostgreSQL refuses invalid
+// UTF-8 and NUL in text, and a header such as X-Request-Id can carry both.
+func sanitize(e *Entry) {
+	for _, f := range []*string{&e.TenantID, &e.ActorID, &e.ActorName, &e.Action, &e.ResourceType, &e.ResourceID, &e.Outcome, &e.RequestID, &e.Reason} {
+		*f = cleanText(*f)
+	}
+}
+
+func cleanText(s string) string {
+	if utf8.ValidString(s) && !strings.ContainsRune(s, 0) {
+		return s
+	}
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
 }
 
 func (w *Writer) write(ctx context.Context, batch []Entry) error {
@@ -148,7 +210,8 @@ func (w *Writer) write(ctx context.Context, batch []Entry) error {
 		details[i] = "{}"
 		if len(e.Details) > 0 {
 			if b, err := json.Marshal(e.Details); err == nil {
-				details[i] = string(b)
+				// jsonb refuses \u0000, which json.Marshal writes for NUL.
+				details[i] = strings.ReplaceAll(string(b), `\u0000`, `\ufffd`)
 			}
 		}
 	}

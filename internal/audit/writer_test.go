@@ -134,3 +134,86 @@ func TestFaultAuditDuringPostgresOutage(t *testing.T) {
 	}
 	fmt.Printf("RELIABILITY faults tried=1 bad=%d note=audit rows lost across a PostgreSQL outage (%d written, %v write errors retried)\n", total-n, n, testutil.ToFloat64(w.WriteErrors))
 }
+
+func newWriter(pool *pgxpool.Pool) *audit.Writer {
+	return &audit.Writer{Pool: pool, QueueSize: 1000, BatchSize: 50, FlushInterval: 20 * time.Millisecond,
+		Depth: prometheus.NewGauge(prometheus.GaugeOpts{Name: "d"}), Dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "x"}),
+		Written: prometheus.NewCounter(prometheus.CounterOpts{Name: "w"}), WriteErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "e"})}
+}
+
+// An entry carrying bytes PostgreSQL refuses in text (an X-Request-Id of
+// 0xff, a NUL in a reason or in details) is stored cleaned, and neither it
+// nor the entries after it are held up. One PostgreSQL refuses anyway is
+// dropped alone, and counted, instead of blocking every later entry.
+func TestAuditEntryWithBytesPostgresRefuses(t *testing.T) {
+	db := testenv.NewDatabase(t)
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, db.SyncURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	w := newWriter(pool)
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { _ = w.Run(runCtx); close(done) }()
+	w.Record(ctx, audit.Entry{Action: "people.list", Outcome: audit.Denied, RequestID: "\xff\xfe", Reason: "no\x00token",
+		Details: map[string]any{"k": "v\x00"}})
+	for i := range 20 {
+		w.Record(ctx, audit.Entry{Action: "check.workflows.read", Outcome: audit.Denied, ActorID: fmt.Sprint(i)})
+		if i == 10 { // refused for its data whatever is cleaned: dropped alone, and counted
+			w.Record(ctx, audit.Entry{ID: "not-a-uuid", Action: "check.workflows.read", Outcome: audit.Denied})
+		}
+	}
+	var n int
+	testenv.Eventually(t, "21 audit rows", 10*time.Second, func() bool {
+		_ = pool.QueryRow(ctx, `SELECT count(*) FROM audit_log`).Scan(&n)
+		return n == 21
+	})
+	stop()
+	<-done
+	var req, reason string
+	if err := pool.QueryRow(ctx, `SELECT request_id, reason FROM audit_log WHERE action = 'people.list'`).Scan(&req, &reason); err != nil {
+		t.Fatal(err)
+	}
+	if req != "\uFFFD" || reason != "no\uFFFDtoken" {
+		t.Errorf("stored request_id %q, reason %q", req, reason)
+	}
+	if d := testutil.ToFloat64(w.Dropped); d != 1 {
+		t.Errorf("%v entries dropped, want 1 (the one with a malformed id)", d)
+	}
+}
+
+// An entry interrupted by shutdown in the middle of its write is written by
+// the drain, not discarded uncounted.
+func TestAuditShutdownDuringAWriteLosesNothing(t *testing.T) {
+	db := testenv.NewDatabase(t)
+	ctx := context.Background()
+	u, _ := url.Parse(db.SyncURL)
+	cut := newCutter(t, u.Host)
+	u.Host = cut.addr
+	pool, err := pgxpool.New(ctx, u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	w := newWriter(pool)
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { _ = w.Run(runCtx); close(done) }()
+	cut.cut(true) // the write that starts now fails and is retried
+	for i := range 5 {
+		w.Record(ctx, audit.Entry{Action: "people.assign", Outcome: audit.Success, ActorID: fmt.Sprint(i)})
+	}
+	testenv.Eventually(t, "a failed write", 10*time.Second, func() bool { return testutil.ToFloat64(w.WriteErrors) > 0 })
+	stop() // shutdown while the batch waits for its retry
+	cut.cut(false)
+	<-done
+	var n int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM audit_log`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 5 {
+		t.Fatalf("%d of 5 entries written after shutdown (dropped counted: %v)", n, testutil.ToFloat64(w.Dropped))
+	}
+}
