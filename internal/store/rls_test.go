@@ -112,15 +112,23 @@ func TestIsolationRLSTables(t *testing.T) {
 		}
 	})
 
+	var globexRole string // known to acme only by id, as an attacker would guess or leak it
+	if err := st.SysPool().QueryRow(ctx, `SELECT id::text FROM roles WHERE tenant_id = 'globex'`).Scan(&globexRole); err != nil {
+		t.Fatal(err)
+	}
+	const byRLS, byGrant = "row-level security", "permission denied"
 	writes := []struct {
-		name string
-		sql  string
+		name, sql, refusal string
 	}{
-		{"insert a custom role for another tenant", `INSERT INTO roles (name, kind, tenant_id) VALUES ('Evil', 'custom', 'globex')`},
-		{"insert an assignment for another tenant", `INSERT INTO role_assignments (person_id, role_id, tenant_id, source) SELECT 'p-globex', id, 'globex', 'local' FROM roles WHERE tenant_id = 'acme' LIMIT 1`},
-		{"insert an audit row for another tenant", `INSERT INTO audit_log (occurred_at, tenant_id, action, outcome, entry_id) VALUES (now(), 'globex', 'x', 'success', gen_random_uuid())`},
-		{"edit a system role", `INSERT INTO roles (name, kind) VALUES ('Root', 'system')`},
-		{"forge a keycloak-sourced assignment", `INSERT INTO role_assignments (person_id, role_id, tenant_id, source) SELECT 'p-acme', id, 'acme', 'keycloak' FROM roles WHERE tenant_id = 'acme' LIMIT 1`},
+		{"insert a custom role for another tenant", `INSERT INTO roles (name, kind, tenant_id) VALUES ('Evil', 'custom', 'globex')`, byRLS},
+		{"insert an assignment for another tenant", `INSERT INTO role_assignments (person_id, role_id, tenant_id, source) SELECT 'p-globex', id, 'globex', 'local' FROM roles WHERE tenant_id = 'acme' LIMIT 1`, byRLS},
+		{"insert an audit row for another tenant", `INSERT INTO audit_log (occurred_at, tenant_id, action, outcome, entry_id) VALUES (now(), 'globex', 'x', 'success', gen_random_uuid())`, byGrant},
+		{"forge an audit row in its own tenant", `INSERT INTO audit_log (occurred_at, tenant_id, actor_name, action, outcome, entry_id) VALUES (now(), 'acme', 'Alice Admin', 'people.delete', 'success', gen_random_uuid())`, byGrant},
+		{"edit a system role", `INSERT INTO roles (name, kind) VALUES ('Root', 'system')`, byRLS},
+		{"add a permission to a system role", `INSERT INTO role_permissions (role_id, permission, tenant_id) SELECT id, 'billing.manage', 'acme' FROM roles WHERE kind = 'system'`, byRLS},
+		{"add a permission to another tenant's custom role", `INSERT INTO role_permissions (role_id, permission, tenant_id) VALUES ('` + globexRole + `', 'billing.manage', 'acme')`, byRLS},
+		{"assign another tenant's custom role", `INSERT INTO role_assignments (person_id, role_id, tenant_id, source) VALUES ('p-acme', '` + globexRole + `', 'acme', 'local')`, byRLS},
+		{"forge a keycloak-sourced assignment", `INSERT INTO role_assignments (person_id, role_id, tenant_id, source) SELECT 'p-acme', id, 'acme', 'keycloak' FROM roles WHERE tenant_id = 'acme' LIMIT 1`, byRLS},
 	}
 	for _, w := range writes {
 		tried++
@@ -129,8 +137,8 @@ func TestIsolationRLSTables(t *testing.T) {
 				_, err := tx.Exec(ctx, w.sql)
 				return err
 			})
-			if err == nil || !strings.Contains(err.Error(), "row-level security") {
-				t.Errorf("write was not refused by RLS: %v", err)
+			if err == nil || !strings.Contains(err.Error(), w.refusal) {
+				t.Errorf("write was not refused (%s): %v", w.refusal, err)
 			}
 		})
 	}
