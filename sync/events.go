@@ -116,31 +116,34 @@ func (s *Service) PollOnce(ctx context.Context, dedup *seen) error {
 	}
 	sys := s.Store.SysPool()
 	now := s.now()
-	from := func(key string) (int64, error) {
+	// A cursor is the newest event time applied; a round reads from it
+	// less the overlap (events land out of commit order), every page, and
+	// never moves it backwards.
+	from := func(key string) (stored, since int64, err error) {
 		v, err := store.GetState(ctx, sys, key)
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
-		if v == "" {
-			return now.Add(-s.EventsOverlap).UnixMilli(), nil
+		ms, perr := strconv.ParseInt(v, 10, 64)
+		if v == "" || perr != nil {
+			return 0, now.Add(-s.EventsOverlap).UnixMilli(), nil
 		}
-		ms, _ := strconv.ParseInt(v, 10, 64)
-		return ms - s.EventsOverlap.Milliseconds(), nil
+		return ms, ms - s.EventsOverlap.Milliseconds(), nil
 	}
-	aFrom, err := from(adminCursor)
+	aStored, aFrom, err := from(adminCursor)
 	if err != nil {
 		return err
 	}
-	var admin []AdminEvent
-	if err := s.KC.get(ctx, "list_admin_events", "/admin-events", url.Values{"dateFrom": {strconv.FormatInt(aFrom, 10)}, "direction": {"asc"}, "max": {"1000"}}, &admin); err != nil {
+	admin, err := pages[AdminEvent](ctx, s.KC, "list_admin_events", "/admin-events", url.Values{"dateFrom": {strconv.FormatInt(aFrom, 10)}, "direction": {"asc"}})
+	if err != nil {
 		return fmt.Errorf("admin events: %w", err)
 	}
-	uFrom, err := from(userCursor)
+	uStored, uFrom, err := from(userCursor)
 	if err != nil {
 		return err
 	}
-	var user []UserEvent
-	if err := s.KC.get(ctx, "list_user_events", "/events", url.Values{"dateFrom": {strconv.FormatInt(uFrom, 10)}, "direction": {"asc"}, "max": {"1000"}}, &user); err != nil {
+	user, err := pages[UserEvent](ctx, s.KC, "list_user_events", "/events", url.Values{"dateFrom": {strconv.FormatInt(uFrom, 10)}, "direction": {"asc"}})
+	if err != nil {
 		return fmt.Errorf("user events: %w", err)
 	}
 	// Structural admin events are taken at once and request a full run,
@@ -197,12 +200,12 @@ func (s *Service) PollOnce(ctx context.Context, dedup *seen) error {
 		dedup.mark(now, "u:"+key)
 		s.countEvent("user", "applied")
 	}
-	if aMax > 0 {
+	if aMax > aStored {
 		if err := store.SetState(ctx, sys, adminCursor, strconv.FormatInt(aMax, 10)); err != nil {
 			return err
 		}
 	}
-	if uMax > 0 {
+	if uMax > uStored {
 		if err := store.SetState(ctx, sys, userCursor, strconv.FormatInt(uMax, 10)); err != nil {
 			return err
 		}

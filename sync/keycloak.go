@@ -76,7 +76,11 @@ func (k *Keycloak) accessToken(ctx context.Context) (string, error) {
 	}
 	start := time.Now()
 	jwt, err := k.gc.LoginClient(ctx, k.clientID, k.secret, k.realm)
-	k.observe("token", start, err, 0)
+	status := 0 // gocloak reports no status; a failure is class "error"
+	if err == nil {
+		status = http.StatusOK
+	}
+	k.observe("token", start, err, status)
 	if err != nil {
 		return "", fmt.Errorf("%w: service account login: %s", ErrUnavailable, scrub(err))
 	}
@@ -132,6 +136,8 @@ func (k *Keycloak) get(ctx context.Context, op, path string, q url.Values, out a
 			return struct{}{}, fmt.Errorf("%w: %s %s: status %d", ErrUnavailable, op, path, status)
 		case status == http.StatusNotFound:
 			return struct{}{}, backoff.Permanent(fmt.Errorf("%s %s: %w", op, path, ErrNotFound))
+		case status == http.StatusForbidden:
+			return struct{}{}, backoff.Permanent(fmt.Errorf("%s %s: %w", op, path, ErrForbidden))
 		case status != http.StatusOK:
 			return struct{}{}, backoff.Permanent(fmt.Errorf("%s %s: status %d", op, path, status))
 		}
@@ -145,6 +151,9 @@ func (k *Keycloak) get(ctx context.Context, op, path string, q url.Values, out a
 
 // ErrNotFound is a 404 from Keycloak: the object is gone.
 var ErrNotFound = errors.New("not found in keycloak")
+
+// ErrForbidden is a 403 from Keycloak: the service account lacks a role.
+var ErrForbidden = errors.New("forbidden by keycloak (status 403): the service account lacks a role")
 
 func fastBackoff() *backoff.ExponentialBackOff {
 	b := backoff.NewExponentialBackOff()

@@ -237,8 +237,10 @@ type Plan struct {
 
 // Diff computes the plan. In additive mode nothing is deactivated or removed.
 //
-// People named in keep are never deactivated or stripped by this plan: they
-// were written after the snapshot was read.
+// People named in keep are never updated, deactivated or stripped by this
+// plan: they were written after the snapshot was read (an invitation, or an
+// event applied while this run read Keycloak), so the snapshot is older than
+// their row.
 func Diff(cur, want *store.SyncState, additive bool, keep ...string) *Plan {
 	p := &Plan{Changes: Changes{}, Removed: map[string]int{}, Active: map[string]int{}}
 	kept := map[string]bool{}
@@ -257,6 +259,7 @@ func Diff(cur, want *store.SyncState, additive bool, keep ...string) *Plan {
 		status:     func(x *store.PersonRow) *string { return &x.Status },
 		guarded:    func(store.PersonRow) bool { return true },
 		deactivate: func(x store.PersonRow) bool { return notKept(x.ID) },
+		update:     func(x store.PersonRow) bool { return notKept(x.ID) },
 	})
 	p.Teams = diffKind(p, "teams", cur.Teams, want.Teams, additive, rowKind[store.TeamRow]{
 		key:     func(x store.TeamRow) string { return x.ID },
@@ -317,6 +320,8 @@ type rowKind[T comparable] struct {
 	guarded func(T) bool
 	// deactivate, when set, may spare a row missing from Keycloak.
 	deactivate func(T) bool
+	// update, when set, may spare a current row from an update.
+	update func(T) bool
 	// wanted, when set, sees every wanted row beside its current one.
 	wanted func(cur T, had bool, want T)
 }
@@ -345,6 +350,7 @@ func diffKind[T comparable](p *Plan, kind string, cur, want []T, additive bool, 
 		case !had:
 			out = append(out, x)
 			p.Changes.add(kind, "create", 1)
+		case k.update != nil && !k.update(c):
 		case k.same == nil && c != x, k.same != nil && !k.same(c, x):
 			out = append(out, x)
 			p.Changes.add(kind, "update", 1)

@@ -17,6 +17,15 @@ func TestDiffLeavesPeopleWrittenAfterTheSnapshot(t *testing.T) {
 	if len(p.People) != 0 || len(p.DelTenantMembers) != 0 {
 		t.Errorf("a person written after the snapshot was deactivated or stripped: %+v %+v", p.People, p.DelTenantMembers)
 	}
+	// A person an event disabled while the run read Keycloak is not written
+	// back to the snapshot's "active".
+	disabled := &store.SyncState{People: []store.PersonRow{{ID: "old", Status: "inactive"}}}
+	if p := Diff(disabled, want, false, "old"); len(p.People) != 0 {
+		t.Errorf("a person written after the snapshot was updated from it: %+v", p.People)
+	}
+	if p := Diff(disabled, want, false); len(p.People) != 1 || p.People[0].Status != "active" {
+		t.Errorf("without keep, the snapshot's status must be applied: %+v", p.People)
+	}
 	p = Diff(cur, want, false)
 	if len(p.People) != 1 || p.People[0].Status != "deleted" || len(p.DelTenantMembers) != 1 {
 		t.Errorf("without keep, a person gone from Keycloak must be deleted: %+v", p.People)

@@ -192,10 +192,11 @@ func (s *Service) Run(ctx context.Context, o RunOptions) (*Result, error) {
 			return err
 		}
 		want := Desired(snap, s.Engine(), cur, s.now())
-		// People written locally after the snapshot began (an invitation
-		// racing this run) are not in it; they are left for the next run
-		// instead of being taken for removed.
-		rows, err := tx.Query(ctx, `SELECT id FROM people WHERE created_at >= $1`, start)
+		// People written after the snapshot began (an invitation racing this
+		// run, or a user the event poller or a webhook just disabled) are
+		// newer than the snapshot; they are left for the next run instead of
+		// being taken for removed or written back to what the snapshot read.
+		rows, err := tx.Query(ctx, `SELECT id FROM people WHERE created_at >= $1 OR updated_at >= $1`, start)
 		if err != nil {
 			return err
 		}

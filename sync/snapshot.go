@@ -2,6 +2,7 @@ package sync
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"sort"
@@ -92,7 +93,7 @@ func (k *Keycloak) Snapshot(ctx context.Context, o SnapshotOptions) (*Snapshot, 
 	if err != nil {
 		return nil, fmt.Errorf("list users: %w", err)
 	}
-	s.Users = users
+	s.Users = unique(users, func(u User) string { return u.ID }, self[User])
 	if err := k.readGroups(ctx, s); err != nil {
 		return nil, err
 	}
@@ -175,7 +176,7 @@ func (k *Keycloak) readGroups(ctx context.Context, s *Snapshot) error {
 	if err != nil {
 		return fmt.Errorf("list groups: %w", err)
 	}
-	queue := top
+	queue := unique(top, func(g Group) string { return g.ID }, self[Group])
 	for len(queue) > 0 {
 		g := queue[0]
 		queue = queue[1:]
@@ -210,9 +211,13 @@ func (k *Keycloak) readIdentityProviders(ctx context.Context, s *Snapshot) error
 		Alias string `json:"alias"`
 	}
 	if err := k.get(ctx, "list_identity_providers", "/identity-provider/instances", nil, &idps); err != nil {
-		// Without view on identity providers the column stays empty; the
-		// rest of the snapshot is still whole.
-		return nil
+		// Without view on identity providers (403) the column stays empty;
+		// the rest of the snapshot is still whole. Any other failure fails
+		// the run: an empty list would blank every person's provider.
+		if errors.Is(err, ErrForbidden) {
+			return nil
+		}
+		return fmt.Errorf("list identity providers: %w", err)
 	}
 	sort.Slice(idps, func(i, j int) bool { return idps[i].Alias < idps[j].Alias })
 	linked := map[string]string{}
@@ -243,9 +248,23 @@ func (k *Keycloak) User(ctx context.Context, id string) (*User, error) {
 }
 
 func ids(b []brief) []string {
-	out := make([]string, len(b))
-	for i, x := range b {
-		out[i] = x.ID
+	return unique(b, func(x brief) string { return x.ID }, func(x brief) string { return x.ID })
+}
+
+// unique keeps the first of each key and maps what it keeps. Offset paging
+// over a list that changes during the read can return an entry twice (one
+// created before the offset shifts the rest); twice in one plan would make
+// PostgreSQL refuse the whole apply.
+func unique[T, U any](xs []T, key func(T) string, as func(T) U) []U {
+	seen := make(map[string]bool, len(xs))
+	out := make([]U, 0, len(xs))
+	for _, x := range xs {
+		if k := key(x); !seen[k] {
+			seen[k] = true
+			out = append(out, as(x))
+		}
 	}
 	return out
 }
+
+func self[T any](x T) T { return x }

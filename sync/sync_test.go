@@ -15,6 +15,7 @@ import (
 	"os"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	gosync "sync"
 	"sync/atomic"
@@ -26,6 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/keybridge/keybridge/internal/api"
+	"github.com/keybridge/keybridge/internal/audit"
 	"github.com/keybridge/keybridge/internal/metrics"
 	"github.com/keybridge/keybridge/internal/ratelimit"
 	"github.com/keybridge/keybridge/internal/store"
@@ -760,4 +762,78 @@ func TestWebhookAppliesStructuralChanges(t *testing.T) {
 		return len(f.query(t, `SELECT id FROM teams WHERE id = $1 AND path = $2`, gid, "/customers/"+name)) == 1
 	})
 	t.Logf("group created in Keycloak visible %s after its signed webhook", took)
+}
+
+// A sync triggered over the API is audited; force, which lifts the deletion
+// guard for every tenant, is refused to a caller that is not a platform
+// caller (openGate's callers are not), and the refusal is audited too.
+func TestSyncTriggerIsAuditedAndForceNeedsAPlatformCaller(t *testing.T) {
+	f := newFixture(t, "")
+	rec := &testenv.AuditLog{}
+	mod := &api.Sync{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: f.m, Service: f.svc, Store: f.st, Gate: openGate{},
+		Background: context.Background(), Audit: rec}
+	h := (&api.Server{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: f.m, Modules: []api.Module{mod}}).Handler()
+	post := func(body string) int {
+		req := httptest.NewRequest("POST", "/v1/sync", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		return w.Code
+	}
+	if code := post(`{"force":true}`); code != http.StatusForbidden {
+		t.Fatalf("force by a tenant caller: %d, want 403", code)
+	}
+	if n := len(f.query(t, `SELECT id::text FROM sync_runs`)); n != 0 {
+		t.Fatalf("a refused force still ran: %d runs", n)
+	}
+	if code := post(`{"dry_run":true}`); code != http.StatusOK {
+		t.Fatalf("dry run: %d", code)
+	}
+	es := rec.Entries()
+	if len(es) != 2 || es[0].Outcome != audit.Denied || es[1].Outcome != audit.Success ||
+		es[1].Action != "sync.trigger" || es[1].Details["dry_run"] != true || es[1].ResourceID == "" {
+		t.Fatalf("audit entries: %+v", es)
+	}
+}
+
+// More events than one page inside the overlap window are all read: the
+// poller pages until a short page, so a bulk import cannot pin its cursor
+// on the same first page for ever.
+func TestEventPollerReadsEveryPage(t *testing.T) {
+	kc := testenv.RequireKeycloak(t)
+	const total = 1500
+	base := time.Now().Add(-5 * time.Second).UnixMilli()
+	u, _ := url.Parse(kc.URL)
+	proxy := httputil.NewSingleHostReverseProxy(u)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.HasSuffix(r.URL.Path, "/admin-events"):
+			first, _ := strconv.Atoi(r.URL.Query().Get("first"))
+			max, _ := strconv.Atoi(r.URL.Query().Get("max"))
+			if max == 0 {
+				max = 100
+			}
+			page := []ksync.AdminEvent{}
+			for i := first; i < total && i < first+max; i++ {
+				page = append(page, ksync.AdminEvent{ID: fmt.Sprint("bulk-", i), Time: base + int64(i/100), OperationType: "UPDATE", ResourceType: "REALM", ResourcePath: "x"})
+			}
+			_ = json.NewEncoder(w).Encode(page)
+		case strings.HasSuffix(r.URL.Path, "/events"):
+			_, _ = w.Write([]byte("[]"))
+		default:
+			proxy.ServeHTTP(w, r)
+		}
+	}))
+	t.Cleanup(front.Close)
+	f := newFixture(t, front.URL)
+	if err := f.svc.PollOnce(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	applied := testutil.ToFloat64(f.svc.Metrics.KeycloakEvents.WithLabelValues("admin", "applied"))
+	if applied != total {
+		t.Fatalf("%v of %d events applied in one round", applied, total)
+	}
+	if got := f.query(t, `SELECT value FROM sync_state WHERE key = 'events.admin.time'`); len(got) != 1 || got[0] != fmt.Sprint(base+(total-1)/100) {
+		t.Fatalf("admin cursor %v, want the newest event's time %d", got, base+(total-1)/100)
+	}
 }

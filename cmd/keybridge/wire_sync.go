@@ -27,7 +27,7 @@ func wireSync(ctx context.Context, d *deps) (feature, error) {
 	svc := newSyncService(d)
 	mod := &api.Sync{Log: d.log, Metrics: d.metrics, Service: svc, Store: d.store, Gate: d.gate,
 		Secret: []byte(d.cfg.Webhook.Secret), MaxBody: d.cfg.Webhook.MaxBodyBytes, Background: context.WithoutCancel(ctx),
-		Limit: &ratelimit.Limiter{Rate: d.cfg.Webhook.Rate, Burst: d.cfg.Webhook.Burst}}
+		Limit: &ratelimit.Limiter{Rate: d.cfg.Webhook.Rate, Burst: d.cfg.Webhook.Burst}, Audit: d.audit}
 	f := feature{modules: []api.Module{mod}}
 	if !d.cfg.Sync.Enabled {
 		return f, nil

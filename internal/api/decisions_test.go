@@ -84,7 +84,7 @@ func newDecEnv(t testing.TB, jwksURL string) *decEnv {
 	}
 	res := &identity.Resolver{Verifier: &auth.Cached{Next: e.verifier, Size: 1000, Now: opt.Now}, Dir: e.dir, MaxCache: 100,
 		OnRefuse: func(ctx context.Context, r auth.Reason, err error) { m.TokenFailures.WithLabelValues(string(r)).Inc() }}
-	dec := &api.Decisions{Log: log, Metrics: m, Identify: res, Engine: e.dir.Engine, Audit: &memAudit{},
+	dec := &api.Decisions{Log: log, Metrics: m, Identify: res, Engine: e.dir.Engine, Audit: &testenv.AuditLog{},
 		Clients: []config.Client{{ID: "api", Secret: "api-secret"}}, MaxBatch: 100,
 		ForwardAuth: config.ForwardAuth{Default: "deny", Headers: config.ForwardHeaders{User: "X-Auth-User", Tenant: "X-Auth-Tenant", Roles: "X-Auth-Roles"},
 			Routes: []config.Route{{Path: "/public/**", Public: true}, {Methods: []string{"GET"}, Path: "/workflows/**", AnyOf: []string{"workflows.read"}},

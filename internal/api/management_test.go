@@ -81,30 +81,6 @@ func (g *testGate) Tx(c *gin.Context) pgx.Tx            { return c.MustGet(ctxTx
 func (g *testGate) Grant(c *gin.Context) *mapping.Grant { return c.MustGet(ctxGrant).(*mapping.Grant) }
 func (g *testGate) Platform(c *gin.Context) bool        { return false }
 
-// memAudit keeps entries in memory.
-type memAudit struct {
-	mu      sync.Mutex
-	entries []audit.Entry
-}
-
-func (m *memAudit) Record(_ context.Context, e audit.Entry) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.entries = append(m.entries, e)
-}
-
-func (m *memAudit) count(action, outcome string) int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	n := 0
-	for _, e := range m.entries {
-		if e.Action == action && e.Outcome == outcome {
-			n++
-		}
-	}
-	return n
-}
-
 // fakeKeycloak records what management writes back.
 type fakeKeycloak struct {
 	mu      sync.Mutex
@@ -149,7 +125,7 @@ var demoRules = mapping.Config{
 type env struct {
 	h     http.Handler
 	st    *store.Store
-	audit *memAudit
+	audit *testenv.AuditLog
 	kc    *fakeKeycloak
 }
 
@@ -205,7 +181,7 @@ func newEnvWith(t *testing.T, rules mapping.Config) env {
 	if err != nil {
 		t.Fatalf("seed: %v", err)
 	}
-	au := &memAudit{}
+	au := &testenv.AuditLog{}
 	kc := &fakeKeycloak{}
 	m := &api.Management{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Gate: &testGate{engine: engine, st: st, audit: au},
 		Engine: func() *mapping.Engine { return engine }, Mapping: rules, Keycloak: kc, System: st, Audit: au}
@@ -290,7 +266,7 @@ func TestInviteCreatesInKeycloakAndLocallyOnce(t *testing.T) {
 	if len(e.kc.created) != 1 {
 		t.Errorf("duplicate invite reached Keycloak")
 	}
-	if e.audit.count("people.invite", audit.Success) != 1 {
+	if e.audit.Count("people.invite", audit.Success) != 1 {
 		t.Errorf("invite not audited")
 	}
 	if code, _, _ := e.do(t, acmeViewer, "POST", "/v1/people/invite", map[string]any{"email": "x@acme.test", "role": "Viewer"}); code != 403 {
@@ -396,7 +372,7 @@ func TestIsolationManagementRoutes(t *testing.T) {
 		}
 	}
 	denied := 0
-	for _, en := range e.audit.entries {
+	for _, en := range e.audit.Entries() {
 		if en.Outcome == audit.Denied {
 			denied++
 		}
@@ -517,7 +493,7 @@ func TestNoPrivilegeEscalationThroughManagement(t *testing.T) {
 		t.Fatalf("Admin duplicated PlatformAdmin into its tenant: %d %s", code, body)
 	}
 	for action, want := range map[string]int{"people.assign": 1, "people.invite": 1, "roles.create": 1, "roles.duplicate": 1} {
-		if n := e.audit.count(action, string(audit.Denied)); n != want {
+		if n := e.audit.Count(action, string(audit.Denied)); n != want {
 			t.Errorf("%s denials audited: %d, want %d", action, n, want)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/keybridge/keybridge/internal/audit"
 	"github.com/keybridge/keybridge/internal/metrics"
 	"github.com/keybridge/keybridge/internal/ratelimit"
 	"github.com/keybridge/keybridge/internal/store"
@@ -31,6 +32,8 @@ type Sync struct {
 	// Background runs full syncs a webhook asks for, without holding the
 	// delivery's request open.
 	Background context.Context
+	// Audit records every sync triggered over the API.
+	Audit audit.Recorder
 }
 
 var permSync = []string{"settings.manage", "platform.settings.manage"}
@@ -58,7 +61,20 @@ func (s *Sync) trigger(c *gin.Context) {
 		Error(c, http.StatusBadRequest, "invalid_request", "mode: use full or additive")
 		return
 	}
+	// A sync reads the whole realm for every tenant, and force lifts the
+	// deletion guard for all of them: only a platform caller may force over
+	// the API (operators have keybridge sync --force).
+	if req.Force && !s.Gate.Platform(c) {
+		s.record(c, audit.Denied, "force needs a platform caller", nil)
+		Error(c, http.StatusForbidden, "forbidden", "force lifts the deletion guard for every tenant: only a platform caller may use it, or an operator with keybridge sync --force")
+		return
+	}
 	res, err := s.Service.Run(c.Request.Context(), ksync.RunOptions{Trigger: "api", DryRun: req.DryRun, Force: req.Force, Mode: req.Mode})
+	outcome, reason := audit.Success, ""
+	if err != nil {
+		outcome, reason = audit.Failure, err.Error()
+	}
+	s.record(c, outcome, reason, map[string]any{"dry_run": req.DryRun, "force": req.Force, "mode": req.Mode, "run": res})
 	switch {
 	case errors.Is(err, ksync.ErrBusy):
 		Error(c, http.StatusConflict, "busy", err.Error())
@@ -71,6 +87,25 @@ func (s *Sync) trigger(c *gin.Context) {
 	default:
 		c.JSON(http.StatusOK, res)
 	}
+}
+
+// record audits a sync triggered over the API.
+func (s *Sync) record(c *gin.Context, outcome, reason string, details map[string]any) {
+	if s.Audit == nil {
+		return
+	}
+	e := audit.Entry{Action: "sync.trigger", ResourceType: "realm", Outcome: outcome, Reason: reason, RequestID: RequestID(c)}
+	if run, ok := details["run"].(*ksync.Result); ok && run != nil {
+		e.ResourceID = strconv.FormatInt(run.RunID, 10)
+		details["run"] = run.Outcome
+	} else {
+		delete(details, "run")
+	}
+	e.Details = details
+	if g := s.Gate.Grant(c); g != nil {
+		e.TenantID, e.ActorID, e.ActorName = g.Tenant, g.Subject, g.Username
+	}
+	s.Audit.Record(c.Request.Context(), e)
 }
 
 func (s *Sync) runs(c *gin.Context) {
@@ -173,7 +208,13 @@ func (s *Sync) webhook(c *gin.Context) {
 			s.Service.RequestFull(s.Background, "webhook")
 		}
 	case "access":
-		if err := s.Service.ApplyUserEvent(ctx, "w:"+uid, w.Type[len("access."):], w.UserID, w.Error, at); err != nil {
+		// Keyed by Keycloak's event id when the delivery has one, as the
+		// event poller keys it, so a login seen by both is audited once.
+		key := "w:" + uid
+		if w.ID != "" {
+			key = w.ID
+		}
+		if err := s.Service.ApplyUserEvent(ctx, key, w.Type[len("access."):], w.UserID, w.Error, at); err != nil {
 			// Forget the delivery so Keycloak's retry applies it.
 			_, _ = s.Store.SysPool().Exec(ctx, `DELETE FROM webhook_deliveries WHERE uid = $1`, uid)
 			count(class, "failed")
