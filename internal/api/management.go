@@ -106,8 +106,14 @@ func (m *Management) record(c *gin.Context, action, resType, resID, outcome, rea
 	if g != nil {
 		e.TenantID, e.ActorID, e.ActorName = g.Tenant, g.Subject, g.Username
 	}
+	if t := c.GetString(ctxTargetTenant); t != "" {
+		e.TenantID = t // a platform caller acting in another tenant shows in that tenant's log
+	}
 	m.Audit.Record(c.Request.Context(), e)
 }
+
+// ctxTargetTenant holds the tenant a platform caller acts in.
+const ctxTargetTenant = "keybridge.target_tenant"
 
 // storeError answers a store error. A row hidden by RLS is a 404, and the
 // attempt is audited as denied: from inside a tenant, another tenant's
@@ -166,6 +172,7 @@ func (m *Management) tenantFor(c *gin.Context, action, resType, resID, requested
 	g := m.Gate.Grant(c)
 	switch {
 	case m.Gate.Platform(c) && requested != "":
+		c.Set(ctxTargetTenant, requested) // audited in the tenant acted on
 		return requested, true
 	case (requested == "" || requested == g.Tenant) && g.Tenant != "":
 		return g.Tenant, true
@@ -309,6 +316,11 @@ func (m *Management) invite(c *gin.Context) {
 		return err
 	})
 	if err != nil {
+		// The Keycloak user must not outlive the failed invitation: a retry
+		// would find it and answer 409.
+		if derr := m.Keycloak.DeleteUser(context.WithoutCancel(ctx), id); derr != nil {
+			m.Log.ErrorContext(ctx, "invite: could not remove the Keycloak user of a failed invitation", "error", derr, "request_id", RequestID(c))
+		}
 		m.storeError(c, action, "person", id, err)
 		return
 	}

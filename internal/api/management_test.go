@@ -60,7 +60,7 @@ func (g *testGate) Require(action string, anyOf ...string) gin.HandlerFunc {
 			api.Error(c, http.StatusForbidden, "forbidden", "permission denied")
 			return
 		}
-		ctx := rls.WithSession(c.Request.Context(), rls.Session{TenantID: grant.Tenant, UserID: sub, Role: grant.PrimaryRole()})
+		ctx := rls.WithSession(c.Request.Context(), rls.Session{TenantID: grant.Tenant, UserID: sub, Role: grant.PrimaryRole(), Platform: grant.Global()})
 		tx, err := rls.Begin(ctx, g.st.AppPool(), pgx.TxOptions{})
 		if err != nil {
 			api.Error(c, http.StatusServiceUnavailable, "unavailable", "database unavailable")
@@ -79,7 +79,7 @@ func (g *testGate) Require(action string, anyOf ...string) gin.HandlerFunc {
 
 func (g *testGate) Tx(c *gin.Context) pgx.Tx            { return c.MustGet(ctxTx).(pgx.Tx) }
 func (g *testGate) Grant(c *gin.Context) *mapping.Grant { return c.MustGet(ctxGrant).(*mapping.Grant) }
-func (g *testGate) Platform(c *gin.Context) bool        { return false }
+func (g *testGate) Platform(c *gin.Context) bool        { return g.Grant(c).Global() }
 
 // fakeKeycloak records what management writes back.
 type fakeKeycloak struct {
@@ -497,9 +497,20 @@ func TestNoPrivilegeEscalationThroughManagement(t *testing.T) {
 			t.Errorf("%s denials audited: %d, want %d", action, n, want)
 		}
 	}
-	// A PlatformAdmin may.
+	// A PlatformAdmin may, in any tenant; acting in globex, it shows in
+	// globex's audit log, where that tenant's admins look.
 	platform := caller{"root", "platform", "acme"}
 	if code, _, body := e.do(t, platform, "PUT", "/v1/people/alice/roles", map[string]any{"roles": []any{map[string]any{"role": "PlatformAdmin"}}}); code != 200 {
 		t.Fatalf("PlatformAdmin could not assign PlatformAdmin: %d %s", code, body)
+	}
+	if code, _, body := e.do(t, platform, "PUT", "/v1/people/gina/roles", map[string]any{"tenant": "globex", "roles": []any{map[string]any{"role": "Creator"}}}); code != 200 {
+		t.Fatalf("PlatformAdmin could not assign in globex: %d %s", code, body)
+	}
+	var inGlobex bool
+	for _, en := range e.audit.Entries() {
+		inGlobex = inGlobex || (en.Action == "people.assign" && en.ResourceID == "gina" && en.TenantID == "globex")
+	}
+	if !inGlobex {
+		t.Errorf("the platform caller's assignment in globex is not in globex's audit log: %+v", e.audit.Entries())
 	}
 }
