@@ -275,6 +275,10 @@ func applyEnv(v reflect.Value, path string, lookup func(string) (string, bool)) 
 			}
 		}
 		v.Set(reflect.ValueOf(parts))
+	default:
+		// Lists of objects and maps (rules, routes, clients) have no one-line
+		// form: say so instead of ignoring the variable.
+		return fail(errors.New("this key cannot be set from the environment: write it in the YAML, using ${VAR} for the parts that vary"))
 	}
 	return nil
 }
@@ -283,6 +287,14 @@ func readSecretFiles(c *Config) []error {
 	var errs []error
 	read := func(key, file string, dst *string) {
 		if file == "" {
+			return
+		}
+		// Two sources for one secret: neither silently wins, since a secret
+		// rotated in the one that loses would have no effect.
+		if *dst != "" {
+			secretKey := strings.TrimSuffix(key, "_file")
+			errs = append(errs, fmt.Errorf("%s: set both directly (or by %s%s) and by file: keep one", secretKey,
+				EnvPrefix, strings.ToUpper(strings.NewReplacer(".", "_").Replace(secretKey))))
 			return
 		}
 		b, err := os.ReadFile(file)

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/robfig/cron/v3"
@@ -118,6 +119,12 @@ func (c *Config) Validate() []error {
 	if c.Auth.Leeway < 0 || c.Auth.Leeway.Minutes() > 5 {
 		add("auth.leeway", "must be between 0 and 5m")
 	}
+	if c.Auth.JWKSRefreshInterval < time.Second {
+		add("auth.jwks_refresh_interval", "must be at least 1s: it bounds how often an unknown kid refetches Keycloak's keys (30s is usual)")
+	}
+	if c.Server.ReadHeaderTimeout <= 0 {
+		add("server.read_header_timeout", "must be positive: it protects against slow clients (5s is usual)")
+	}
 	if c.Auth.MaxTokenBytes < 512 {
 		add("auth.max_token_bytes", "must be at least 512")
 	}
@@ -167,8 +174,14 @@ func (c *Config) Validate() []error {
 			add(fmt.Sprintf("forward_auth.routes[%d].path", i), "%q must start with /", r.Path)
 		}
 	}
-	if c.Audit.QueueSize < 1 || c.Audit.BatchSize < 1 || c.Audit.FlushInterval <= 0 {
-		add("audit", "queue_size, batch_size and flush_interval must be positive")
+	if c.Audit.QueueSize < 1 {
+		add("audit.queue_size", "must be at least 1 (100000 is usual)")
+	}
+	if c.Audit.BatchSize < 1 {
+		add("audit.batch_size", "must be at least 1 (500 is usual)")
+	}
+	if c.Audit.FlushInterval <= 0 {
+		add("audit.flush_interval", "must be positive (500ms is usual)")
 	}
 	return errs
 }
