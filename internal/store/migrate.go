@@ -9,6 +9,7 @@ import (
 
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver for goose
 	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
 
 	"github.com/keybridge/keybridge/migrations"
 )
@@ -21,7 +22,13 @@ func Migrate(ctx context.Context, ownerURL, command string, out io.Writer, log *
 		return fmt.Errorf("open database: %w", err)
 	}
 	defer db.Close()
-	p, err := goose.NewProvider(goose.DialectPostgres, db, migrations.FS)
+	// Replicas may all run "migrate up" at start (a Kubernetes Job and a
+	// rollout, say): a session advisory lock makes them take turns.
+	locker, err := lock.NewPostgresSessionLocker()
+	if err != nil {
+		return fmt.Errorf("migration lock: %w", err)
+	}
+	p, err := goose.NewProvider(goose.DialectPostgres, db, migrations.FS, goose.WithSessionLocker(locker))
 	if err != nil {
 		return fmt.Errorf("load migrations: %w", err)
 	}
