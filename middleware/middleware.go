@@ -98,7 +98,7 @@ type failure struct {
 
 // begin runs the five steps; on success the returned ctx carries the
 // transaction and the grant and done must be called with the status.
-func (m *Middleware) begin(r *http.Request, action string, anyOf []string) (context.Context, func(status int), *failure) {
+func (m *Middleware) begin(r *http.Request, action string, anyOf []string) (context.Context, *txn, *failure) {
 	ctx := r.Context()
 	now := time.Now()
 	if m.Now != nil {
@@ -149,27 +149,54 @@ func (m *Middleware) begin(r *http.Request, action string, anyOf []string) (cont
 		}
 	}
 	ctx = context.WithValue(context.WithValue(ctx, txKey, tx), grantKey, g)
-	done := func(status int) {
+	return ctx, &txn{tx: tx, ctx: ctx, grant: g, audit: audit, auditSuccess: m.AuditSuccess}, nil
+}
+
+// txn ends a request's transaction. A success is committed before the first
+// byte of the answer leaves (commitWriter), so a client is never told 2xx
+// for a change that a failed commit then rolled back.
+type txn struct {
+	tx           pgx.Tx
+	ctx          context.Context
+	grant        *mapping.Grant
+	audit        func(g *mapping.Grant, outcome, reason string, status int)
+	auditSuccess bool
+	committed    bool
+	commitErr    error
+}
+
+// commit commits once; later calls return the first result.
+func (t *txn) commit() error {
+	if !t.committed {
+		t.committed = true
 		// The handler's context may be cancelled by now; end the
 		// transaction regardless.
-		c := context.WithoutCancel(ctx)
-		if status < 400 {
-			if err := tx.Commit(c); err != nil {
-				audit(g, "failure", "commit failed", status)
-				return
-			}
-			if m.AuditSuccess {
-				audit(g, "success", "", status)
-			}
-			return
+		t.commitErr = t.tx.Commit(context.WithoutCancel(t.ctx))
+	}
+	return t.commitErr
+}
+
+// finish ends the transaction after the handler with its status and
+// audits the outcome.
+func (t *txn) finish(status int) {
+	c := context.WithoutCancel(t.ctx)
+	switch {
+	case t.committed && t.commitErr != nil, status < 400 && t.commit() != nil:
+		t.audit(t.grant, "failure", "commit failed", http.StatusServiceUnavailable)
+	case status < 400:
+		if t.auditSuccess {
+			t.audit(t.grant, "success", "", status)
 		}
-		_ = tx.Rollback(c)
-		if m.AuditSuccess {
-			audit(g, "failure", "handler answered "+strconv.Itoa(status), status)
+	default:
+		_ = t.tx.Rollback(c)
+		if t.auditSuccess {
+			t.audit(t.grant, "failure", "handler answered "+strconv.Itoa(status), status)
 		}
 	}
-	return ctx, done, nil
 }
+
+// commitFailed is the answer that replaces a success whose commit failed.
+var commitFailed = &failure{http.StatusServiceUnavailable, "unavailable", "the change could not be committed; nothing was applied", 0}
 
 func bearer(r *http.Request) (string, bool) {
 	h := r.Header.Get("Authorization")
@@ -183,19 +210,24 @@ func bearer(r *http.Request) (string, bool) {
 // HTTP wraps a net/http handler.
 func (m *Middleware) HTTP(action string, anyOf []string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ctx, done, f := m.begin(r, action, anyOf)
+		ctx, t, f := m.begin(r, action, anyOf)
 		if f != nil {
 			writeFailure(w, f)
 			return
 		}
-		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK, t: t}
 		defer func() {
 			// A panicking handler must not commit half its work.
 			if v := recover(); v != nil {
-				done(http.StatusInternalServerError)
+				t.finish(http.StatusInternalServerError)
 				panic(v)
 			}
-			done(sw.status)
+			if !sw.wrote && sw.status < 400 && t.commit() != nil {
+				writeFailure(w, commitFailed)
+			} else if !sw.wrote {
+				w.WriteHeader(sw.status)
+			}
+			t.finish(sw.status)
 		}()
 		next.ServeHTTP(sw, r.WithContext(ctx))
 	})
@@ -213,33 +245,99 @@ func writeFailure(w http.ResponseWriter, f *failure) {
 	_, _ = w.Write([]byte(`{"error":{"code":"` + f.code + `","message":"` + f.msg + `"}}`))
 }
 
+// statusWriter holds the handler's status back until its first byte, and
+// commits a success then; a failed commit answers 503 instead of the body.
 type statusWriter struct {
 	http.ResponseWriter
 	status int
+	t      *txn
+	wrote  bool // the answer (the handler's or the 503) has started
+	failed bool // the commit failed: the handler's body is dropped
 }
 
-func (s *statusWriter) WriteHeader(code int) {
-	s.status = code
-	s.ResponseWriter.WriteHeader(code)
+func (s *statusWriter) WriteHeader(code int) { s.status = code }
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	if !s.wrote {
+		s.wrote = true
+		if s.status < 400 && s.t.commit() != nil {
+			s.failed = true
+			writeFailure(s.ResponseWriter, commitFailed)
+		} else {
+			s.ResponseWriter.WriteHeader(s.status)
+		}
+	}
+	if s.failed {
+		return len(b), nil
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+// ginCommitWriter is statusWriter for Gin, whose writer records the status
+// and sends the header with the first byte.
+type ginCommitWriter struct {
+	gin.ResponseWriter
+	t      *txn
+	failed bool
+}
+
+func (g *ginCommitWriter) before() bool {
+	if g.failed {
+		return false
+	}
+	if !g.ResponseWriter.Written() && g.ResponseWriter.Status() < 400 && g.t.commit() != nil {
+		g.failed = true
+		h := g.ResponseWriter.Header()
+		h.Del("Content-Length")
+		writeFailure(g.ResponseWriter, commitFailed)
+		return false
+	}
+	return true
+}
+
+func (g *ginCommitWriter) Write(b []byte) (int, error) {
+	if !g.before() {
+		return len(b), nil
+	}
+	return g.ResponseWriter.Write(b)
+}
+
+func (g *ginCommitWriter) WriteString(s string) (int, error) {
+	if !g.before() {
+		return len(s), nil
+	}
+	return g.ResponseWriter.WriteString(s)
+}
+
+func (g *ginCommitWriter) WriteHeaderNow() {
+	if g.before() {
+		g.ResponseWriter.WriteHeaderNow()
+	}
 }
 
 // Require is the Gin form: a handler that runs the five steps before the
 // route's handler and ends the transaction after it.
 func (m *Middleware) Require(action string, anyOf ...string) gin.HandlerFunc {
 	return func(c *gin.Context) {
-		ctx, done, f := m.begin(c.Request, action, anyOf)
+		ctx, t, f := m.begin(c.Request, action, anyOf)
 		if f != nil {
 			writeFailure(c.Writer, f)
 			c.Abort()
 			return
 		}
 		c.Request = c.Request.WithContext(ctx)
+		w := &ginCommitWriter{ResponseWriter: c.Writer, t: t}
+		c.Writer = w
 		defer func() {
+			c.Writer = w.ResponseWriter
 			if v := recover(); v != nil {
-				done(http.StatusInternalServerError)
+				t.finish(http.StatusInternalServerError)
 				panic(v)
 			}
-			done(c.Writer.Status())
+			// A handler that wrote no body (204, say) commits here, before
+			// Gin sends the header.
+			w.before()
+			t.finish(w.Status())
 		}()
 		c.Next()
 	}

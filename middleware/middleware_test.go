@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gin-gonic/gin"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -160,6 +161,41 @@ func TestFiveStepsAndRLS(t *testing.T) {
 	if n != 1 {
 		t.Errorf("%d rows written, want 1 (the refused write rolled back)", n)
 	}
+	// A handler that answers success although its transaction cannot commit
+	// (it swallowed an error, which aborts the transaction) must not tell
+	// the client 201: the commit happens before the answer, which becomes 503.
+	swallow := func(tx pgx.Tx, ctx context.Context) {
+		_, _ = tx.Exec(ctx, `INSERT INTO workflows (tenant_id, name) VALUES ('acme', 'lost')`)
+		_, _ = tx.Exec(ctx, `SELECT 1/0`)
+	}
+	lost := mw.HTTP("workflows.create", []string{"workflows.create"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		swallow(middleware.Tx(r.Context()), r.Context())
+		w.WriteHeader(201)
+		_, _ = w.Write([]byte(`{"id":"lost"}`))
+	}))
+	if code, body := call(lost, "acme-dev", ""); code != http.StatusServiceUnavailable || strings.Contains(body, "lost") {
+		t.Errorf("net/http: a failed commit answered %d %q, want 503 without the handler's body", code, body)
+	}
+	gin.SetMode(gin.TestMode)
+	r := gin.New()
+	r.POST("/w", mw.Require("workflows.create", "workflows.create"), func(c *gin.Context) {
+		swallow(mw.Tx(c), c.Request.Context())
+		c.JSON(201, gin.H{"id": "lost"})
+	})
+	r.POST("/empty", mw.Require("workflows.create", "workflows.create"), func(c *gin.Context) {
+		swallow(mw.Tx(c), c.Request.Context())
+		c.Status(204)
+	})
+	for _, path := range []string{"/w", "/empty"} {
+		req := httptest.NewRequest("POST", path, nil)
+		req.Header.Set("Authorization", "Bearer acme-dev")
+		rec := httptest.NewRecorder()
+		r.ServeHTTP(rec, req)
+		if rec.Code != http.StatusServiceUnavailable || strings.Contains(rec.Body.String(), "lost") {
+			t.Errorf("gin %s: a failed commit answered %d %q, want 503", path, rec.Code, rec.Body)
+		}
+	}
+
 	lim.left = 0
 	if code, _ := call(list, "acme-dev", ""); code != 429 {
 		t.Errorf("rate limit: %d", code)
@@ -170,7 +206,7 @@ func TestFiveStepsAndRLS(t *testing.T) {
 	for _, ev := range events {
 		outcomes[ev.Outcome]++
 	}
-	if outcomes["success"] != 4 || outcomes["denied"] != 4 || outcomes["failure"] != 2 {
-		t.Errorf("audited outcomes %v, want 4 successes (3 lists, 1 create), 4 denials and 2 failures (a refused write, a panic)", outcomes)
+	if outcomes["success"] != 4 || outcomes["denied"] != 4 || outcomes["failure"] != 5 {
+		t.Errorf("audited outcomes %v, want 4 successes (3 lists, 1 create), 4 denials and 5 failures (a refused write, a panic, 3 failed commits)", outcomes)
 	}
 }
