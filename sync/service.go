@@ -113,6 +113,73 @@ func indexByte(s string, b byte) int {
 	return len(s)
 }
 
+// maxConfirm bounds the per-user reads that confirm a snapshot's absences.
+const maxConfirm = 100
+
+// consistentSnapshot reads the realm and checks that everyone it lacks is
+// really gone. Offset paging over users that change during the read can
+// skip one (a user deleted before the offset shifts the rest back), who
+// would then be taken for deleted and lose every assignment. Each absent
+// active person is read on its own; if Keycloak still has one, the realm is
+// read again, up to three times, and then the run fails, applying nothing.
+func (s *Service) consistentSnapshot(ctx context.Context) (*Snapshot, error) {
+	opts := SnapshotOptions{Clients: s.clients(), Organizations: s.Engine().Config().Tenant.Organization}
+	for attempt := 1; ; attempt++ {
+		snap, err := s.KC.Snapshot(ctx, opts)
+		if err != nil {
+			return nil, err
+		}
+		present, err := s.absentButPresent(ctx, snap)
+		if err != nil || present == "" {
+			return snap, err
+		}
+		if attempt == 3 {
+			return nil, fmt.Errorf("the realm changed while it was read three times (user %s was listed as gone but exists); nothing applied", present)
+		}
+		if s.Log != nil {
+			s.Log.InfoContext(ctx, "realm changed during the read; reading it again", "user", present, "attempt", attempt)
+		}
+	}
+}
+
+// absentButPresent returns an active person the snapshot lacks whom
+// Keycloak still has, or "".
+func (s *Service) absentButPresent(ctx context.Context, snap *Snapshot) (string, error) {
+	rows, err := s.Store.SysPool().Query(ctx, `SELECT id FROM people WHERE status <> 'deleted'`)
+	if err != nil {
+		return "", err
+	}
+	active, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return "", err
+	}
+	listed := make(map[string]bool, len(snap.Users))
+	for _, u := range snap.Users {
+		listed[u.ID] = true
+	}
+	var absent []string
+	for _, id := range active {
+		if !listed[id] {
+			absent = append(absent, id)
+		}
+	}
+	// Many absences are the deletion guard's to judge; the few it would let
+	// through are the ones to confirm.
+	if len(absent) > maxConfirm || float64(len(absent)) > s.MaxRemovalShare*float64(len(active)) {
+		return "", nil
+	}
+	for _, id := range absent {
+		_, err := s.KC.User(ctx, id)
+		switch {
+		case err == nil:
+			return id, nil
+		case !errors.Is(err, ErrNotFound):
+			return "", fmt.Errorf("confirm that user %s is gone: %w", id, err)
+		}
+	}
+	return "", nil
+}
+
 // FirstSync is closed after the first successful full run in this process.
 func (s *Service) FirstSync() <-chan struct{} {
 	s.once.Do(func() { s.firstOK = make(chan struct{}) })
@@ -166,7 +233,7 @@ func (s *Service) Run(ctx context.Context, o RunOptions) (*Result, error) {
 	}
 
 	before := s.KC.Requests()
-	snap, err := s.KC.Snapshot(ctx, SnapshotOptions{Clients: s.clients(), Organizations: s.Engine().Config().Tenant.Organization})
+	snap, err := s.consistentSnapshot(ctx)
 	res.Requests = s.KC.Requests() - before
 	if err != nil {
 		return finish("failure", fmt.Errorf("read keycloak: %w", err))

@@ -407,15 +407,24 @@ func TestAdditiveModeNeverDeactivates(t *testing.T) {
 	}
 }
 
+// keycloakProxy forwards to the real Keycloak; tests put a fault or an
+// edit in front of it.
+func keycloakProxy(t *testing.T) *httputil.ReverseProxy {
+	kc := testenv.RequireKeycloak(t)
+	u, err := url.Parse(kc.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return httputil.NewSingleHostReverseProxy(u)
+}
+
 // An admin event the poller cannot apply (Keycloak fails the read of that
 // one user) is not dropped: it is left to a full run, which the poller then
 // owes and runs, so the change still lands within seconds.
 func TestEventPollerLeavesAnEventItCannotApplyToAFullRun(t *testing.T) {
-	kc := testenv.RequireKeycloak(t)
 	var failID atomic.Value
 	failID.Store("")
-	u, _ := url.Parse(kc.URL)
-	proxy := httputil.NewSingleHostReverseProxy(u)
+	proxy := keycloakProxy(t)
 	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if id := failID.Load().(string); id != "" && strings.HasSuffix(r.URL.Path, "/users/"+id) {
 			http.Error(w, "injected", http.StatusInternalServerError)
@@ -800,11 +809,9 @@ func TestSyncTriggerIsAuditedAndForceNeedsAPlatformCaller(t *testing.T) {
 // poller pages until a short page, so a bulk import cannot pin its cursor
 // on the same first page for ever.
 func TestEventPollerReadsEveryPage(t *testing.T) {
-	kc := testenv.RequireKeycloak(t)
 	const total = 1500
 	base := time.Now().Add(-5 * time.Second).UnixMilli()
-	u, _ := url.Parse(kc.URL)
-	proxy := httputil.NewSingleHostReverseProxy(u)
+	proxy := keycloakProxy(t)
 	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case strings.HasSuffix(r.URL.Path, "/admin-events"):
@@ -835,5 +842,52 @@ func TestEventPollerReadsEveryPage(t *testing.T) {
 	}
 	if got := f.query(t, `SELECT value FROM sync_state WHERE key = 'events.admin.time'`); len(got) != 1 || got[0] != fmt.Sprint(base+(total-1)/100) {
 		t.Fatalf("admin cursor %v, want the newest event's time %d", got, base+(total-1)/100)
+	}
+}
+
+// A user the listing skips (as offset paging does when the realm changes
+// during the read) is not taken for deleted: Keycloak is asked about each
+// absence, and the realm is read again.
+func TestSyncDoesNotDeleteAUserTheListingSkipped(t *testing.T) {
+	var hide atomic.Value
+	hide.Store("")
+	proxy := keycloakProxy(t)
+	proxy.ModifyResponse = func(res *http.Response) error {
+		id := hide.Load().(string)
+		if id == "" || !strings.HasSuffix(res.Request.URL.Path, "/users") || res.Request.URL.Query().Get("first") == "" {
+			return nil
+		}
+		var users []map[string]any
+		if err := json.NewDecoder(res.Body).Decode(&users); err != nil {
+			return err
+		}
+		res.Body.Close()
+		kept := users[:0]
+		for _, x := range users {
+			if x["id"] != id {
+				kept = append(kept, x)
+			}
+		}
+		if len(kept) < len(users) {
+			hide.Store("") // skipped once, as a shifting page would
+		}
+		b, _ := json.Marshal(kept)
+		res.Body = io.NopCloser(bytes.NewReader(b))
+		res.ContentLength = int64(len(b))
+		res.Header.Set("Content-Length", strconv.Itoa(len(b)))
+		return nil
+	}
+	front := httptest.NewServer(proxy)
+	t.Cleanup(front.Close)
+	f := newFixture(t, front.URL)
+	f.run(t, ksync.RunOptions{})
+	dana := f.query(t, `SELECT id FROM people WHERE username = 'dana'`)[0]
+	hide.Store(dana)
+	f.run(t, ksync.RunOptions{})
+	if got := f.query(t, `SELECT status FROM people WHERE id = $1`, dana); len(got) != 1 || got[0] != "active" {
+		t.Fatalf("dana, skipped once by the listing, is %v", got)
+	}
+	if got := f.query(t, `SELECT ra.id::text FROM role_assignments ra WHERE ra.person_id = $1`, dana); len(got) == 0 {
+		t.Fatal("dana lost her assignments")
 	}
 }

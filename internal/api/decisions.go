@@ -378,9 +378,13 @@ func (d *Decisions) forwardAuth(c *gin.Context) {
 	g := who.Grant
 	if len(route.AnyOf) > 0 {
 		dec := d.Engine().Decide(g, mapping.Request{AnyOf: route.AnyOf, Now: d.now()})
+		if !dec.Allowed || d.AuditAllow {
+			// Denials always; allowed ones too with audit.allowed_checks, as
+			// for /v1/check.
+			d.auditDecision(c, g, "forward_auth."+strings.Join(route.AnyOf, "|"), mapping.Resource{Type: "route", ID: method + " " + route.Path}, dec)
+		}
 		if !dec.Allowed {
 			d.Metrics.Decisions.WithLabelValues("forward_auth", "denied").Inc()
-			d.auditDecision(c, g, "forward_auth."+strings.Join(route.AnyOf, "|"), mapping.Resource{Type: "route", ID: method + " " + route.Path}, dec)
 			Error(c, http.StatusForbidden, "forbidden", "permission denied")
 			return
 		}

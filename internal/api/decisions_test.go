@@ -385,6 +385,20 @@ func TestForwardAuthPaths(t *testing.T) {
 			}
 		})
 	}
+	// With audit.allowed_checks, an allowed forward-auth decision is audited
+	// too, as /v1/check's are.
+	e.dec.AuditAllow = true
+	log := e.dec.Audit.(*testenv.AuditLog)
+	before := len(log.Entries())
+	req := httptest.NewRequest("GET", "/v1/forward-auth", nil)
+	req.Header.Set("X-Original-Method", "POST")
+	req.Header.Set("X-Original-URI", "/workflows/1/deploy")
+	req.Header.Set("Authorization", "Bearer "+dana)
+	e.h.ServeHTTP(httptest.NewRecorder(), req)
+	if es := log.Entries(); len(es) != before+1 || es[len(es)-1].Outcome != "success" || es[len(es)-1].Action != "forward_auth.workflows.deploy_prod" {
+		t.Errorf("allowed forward-auth decision not audited: %+v", es[before:])
+	}
+	e.dec.AuditAllow = false
 	// Behind Traefik the pair is X-Forwarded-Method / X-Forwarded-Uri, and
 	// nginx's headers are the ones a client could send.
 	e.dec.ForwardAuth.Proxy = "traefik"

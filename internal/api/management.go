@@ -464,8 +464,12 @@ func (m *Management) setStatus(c *gin.Context) {
 		return
 	}
 	tx := m.Gate.Tx(c)
-	if _, err := store.GetPerson(ctx, tx, id); err != nil {
+	person, err := store.GetPerson(ctx, tx, id)
+	if err != nil {
 		m.storeError(c, action, "person", id, err)
+		return
+	}
+	if req.Status == "inactive" && !m.mayDeactivate(c, action, person) {
 		return
 	}
 	// Keycloak first: it is the source of truth; the local row follows.
@@ -485,6 +489,52 @@ func (m *Management) setStatus(c *gin.Context) {
 	}
 	m.record(c, action, "person", id, audit.Success, "status "+req.Status)
 	c.JSON(http.StatusOK, gin.H{"id": id, "status": req.Status})
+}
+
+// mayDeactivate answers and audits the refusal when the caller may not
+// deactivate the person. Deactivation disables the Keycloak user, so it
+// reaches every tenant the person is in: a tenant caller may deactivate only
+// a person of its tenant alone, only one whose roles it could grant itself,
+// and never the tenant's last holder of the protected role (Owner).
+func (m *Management) mayDeactivate(c *gin.Context, action string, p store.Person) bool {
+	ctx := c.Request.Context()
+	tenant := m.Gate.Grant(c).Tenant
+	if !m.Gate.Platform(c) {
+		var others int
+		if err := m.System.SysPool().QueryRow(ctx, `SELECT count(*) FROM tenant_members WHERE person_id = $1 AND tenant_id <> $2`, p.ID, tenant).Scan(&others); err != nil {
+			m.storeError(c, action, "person", p.ID, err)
+			return false
+		}
+		if others > 0 {
+			m.record(c, action, "person", p.ID, audit.Denied, "the person belongs to other tenants")
+			Error(c, http.StatusConflict, "other_tenants", "this person belongs to other tenants too, and deactivating disables them everywhere: remove their roles here instead, or ask a platform administrator")
+			return false
+		}
+	}
+	protected := mapping.ProtectedRole(m.Engine())
+	holdsProtected := false
+	for _, b := range p.Roles {
+		if b.Tenant != tenant && b.Tenant != "" {
+			continue
+		}
+		holdsProtected = holdsProtected || b.Name == protected
+		if m.refuseRole(c, action, "person", p.ID, b.Name, tenant) {
+			return false
+		}
+	}
+	if holdsProtected && p.Status == "active" {
+		owners, err := store.CountHolders(ctx, m.Gate.Tx(c), protected, tenant)
+		if err != nil {
+			m.storeError(c, action, "person", p.ID, err)
+			return false
+		}
+		if err := mapping.CheckLastOwner(m.Engine(), owners, true); err != nil {
+			m.record(c, action, "person", p.ID, audit.Failure, err.Error())
+			Error(c, http.StatusConflict, "last_owner", err.Error())
+			return false
+		}
+	}
+	return true
 }
 
 type roleView struct {

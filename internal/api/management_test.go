@@ -514,3 +514,39 @@ func TestNoPrivilegeEscalationThroughManagement(t *testing.T) {
 		t.Errorf("the platform caller's assignment in globex is not in globex's audit log: %+v", e.audit.Entries())
 	}
 }
+
+// Deactivating disables the Keycloak user, in every tenant: a tenant caller
+// may not deactivate the tenant's last Owner, a person who is also in
+// another tenant, or (Endatix) someone whose role it could not grant.
+func TestDeactivationStaysWithinWhatTheCallerControls(t *testing.T) {
+	e := newEnv(t)
+	adam := caller{"adam", "fastn-admin", "acme"}
+	if code, _, body := e.do(t, adam, "PUT", "/v1/people/alice/status", map[string]any{"status": "inactive"}); code != 409 || !strings.Contains(body, "last_owner") {
+		t.Errorf("the last Owner deactivated: %d %s", code, body)
+	}
+	if err := e.st.InSystemTx(context.Background(), func(tx pgx.Tx) error {
+		_, err := tx.Exec(context.Background(), `INSERT INTO tenant_members VALUES ('globex', 'dana')`)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, body := e.do(t, adam, "PUT", "/v1/people/dana/status", map[string]any{"status": "inactive"}); code != 409 || !strings.Contains(body, "other tenants") {
+		t.Errorf("a person of two tenants deactivated by one: %d %s", code, body)
+	}
+	if len(e.kc.enabled) != 0 {
+		t.Errorf("a refused deactivation reached Keycloak: %v", e.kc.enabled)
+	}
+	if n := e.audit.Count("people.status", string(audit.Denied)); n != 1 {
+		t.Errorf("%d denials audited, want 1 (the other-tenants refusal)", n)
+	}
+
+	en := newEnvWith(t, mapping.Config{Preset: "endatix", Tenant: mapping.TenantSource{GroupPrefix: "/customers"},
+		Rules: []mapping.Rule{{RealmRole: "platform", GrantRole: "PlatformAdmin"}, {RealmRole: "admin", GrantRole: "Admin"}}})
+	platform := caller{"root", "platform", "acme"}
+	if code, _, body := en.do(t, platform, "PUT", "/v1/people/alice/roles", map[string]any{"roles": []any{map[string]any{"role": "PlatformAdmin"}}}); code != 200 {
+		t.Fatalf("setup: %d %s", code, body)
+	}
+	if code, _, body := en.do(t, caller{"adam", "admin", "acme"}, "PUT", "/v1/people/alice/status", map[string]any{"status": "inactive"}); code != 403 {
+		t.Errorf("a tenant Admin deactivated a PlatformAdmin: %d %s", code, body)
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
@@ -85,9 +86,13 @@ type Options struct {
 	Leeway          time.Duration
 	MaxTokenBytes   int
 	RefreshInterval time.Duration // minimum time between refetches for an unknown kid
-	JWKSURL         string        // skip discovery when set
-	HTTPClient      *http.Client
-	Now             func() time.Time
+	// MaxKeyAge is how long a fetched JWKS is trusted before it is fetched
+	// again in the background, so a key Keycloak removed (rotated out after
+	// a leak) stops verifying; 15 minutes when zero.
+	MaxKeyAge  time.Duration
+	JWKSURL    string // skip discovery when set
+	HTTPClient *http.Client
+	Now        func() time.Time
 	// OnRefresh observes JWKS fetches: "success", "failure", "rate_limited".
 	OnRefresh func(outcome string)
 }
@@ -100,6 +105,7 @@ type Verifier struct {
 	fetched time.Time
 	// attempted is the last fetch's start, guarded by fetchMu.
 	attempted time.Time
+	aging     atomic.Bool // a background refresh of an old JWKS is under way
 	fetchMu   sync.Mutex
 }
 
@@ -115,6 +121,9 @@ func NewVerifier(ctx context.Context, opt Options) (*Verifier, error) {
 	}
 	if opt.OnRefresh == nil {
 		opt.OnRefresh = func(string) {}
+	}
+	if opt.MaxKeyAge <= 0 {
+		opt.MaxKeyAge = 15 * time.Minute
 	}
 	if opt.JWKSURL == "" {
 		p, err := oidc.NewProvider(oidc.ClientContext(ctx, opt.HTTPClient), opt.Issuer)
@@ -182,6 +191,23 @@ func (v *Verifier) refresh(ctx context.Context, force bool) error {
 	return nil
 }
 
+// refreshIfOld refetches, in the background and one at a time, a JWKS
+// older than MaxKeyAge. Verification goes on with the keys held meanwhile.
+func (v *Verifier) refreshIfOld() {
+	v.mu.RLock()
+	old := v.opt.Now().Sub(v.fetched) > v.opt.MaxKeyAge
+	v.mu.RUnlock()
+	if !old || !v.aging.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer v.aging.Store(false)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = v.refresh(ctx, false)
+	}()
+}
+
 func (v *Verifier) key(kid string) (jose.JSONWebKey, bool) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
@@ -236,6 +262,7 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Token, error) {
 	// jku, x5u and embedded jwk headers are ignored: keys come only from
 	// the issuer's JWKS.
 	k, ok := v.key(h.Kid)
+	v.refreshIfOld()
 	if !ok {
 		// Look again even when this refresh was rate limited: a concurrent
 		// one may just have brought the key.

@@ -24,7 +24,10 @@ type Remote struct {
 	Now          func() time.Time
 
 	mu    sync.Mutex
-	cache map[[32]byte]remoteEntry
+	cache map[[32]byte]remoteEntry // active answers
+	// refused holds inactive answers apart: a flood of garbage tokens fills
+	// and resets only this map, never the active tokens' answers.
+	refused map[[32]byte]remoteEntry
 }
 
 type remoteEntry struct {
@@ -45,6 +48,9 @@ func (r *Remote) Verify(ctx context.Context, raw string) (*Token, error) {
 	now := r.now()
 	r.mu.Lock()
 	e, ok := r.cache[key]
+	if !ok {
+		e, ok = r.refused[key]
+	}
 	r.mu.Unlock()
 	if ok && now.Before(e.until) {
 		if e.tok == nil {
@@ -66,10 +72,14 @@ func (r *Remote) Verify(ctx context.Context, raw string) (*Token, error) {
 		return nil, err // Keycloak unreachable: don't cache an outage
 	}
 	r.mu.Lock()
-	if r.cache == nil || len(r.cache) > 10000 {
-		r.cache = map[[32]byte]remoteEntry{}
+	m := &r.cache
+	if tok == nil {
+		m = &r.refused
 	}
-	r.cache[key] = remoteEntry{tok: tok, until: until}
+	if *m == nil || len(*m) > 10000 {
+		*m = map[[32]byte]remoteEntry{}
+	}
+	(*m)[key] = remoteEntry{tok: tok, until: until}
 	r.mu.Unlock()
 	return tok, err
 }

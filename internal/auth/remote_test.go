@@ -3,6 +3,7 @@ package auth_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -98,4 +99,33 @@ type failing struct{}
 
 func (failing) Verify(context.Context, string) (*auth.Token, error) {
 	return nil, &auth.Error{Reason: auth.Malformed, Detail: "not a JWS"}
+}
+
+// A flood of distinct garbage tokens does not evict the answers cached for
+// active ones: each active token still costs Keycloak one call.
+func TestRemoteGarbageFloodKeepsActiveAnswers(t *testing.T) {
+	var good atomic.Int64
+	fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = r.ParseForm()
+		if r.PostForm.Get("token") == "good-opaque" {
+			good.Add(1)
+			_ = json.NewEncoder(w).Encode(map[string]any{"active": true, "sub": "u1", "exp": time.Now().Add(time.Hour).Unix()})
+			return
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"active": false})
+	}))
+	defer fake.Close()
+	remote := &auth.Remote{Endpoint: fake.URL, ClientID: "c", ClientSecret: "s", TTL: time.Hour}
+	if _, err := remote.Verify(context.Background(), "good-opaque"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10050 {
+		_, _ = remote.Verify(context.Background(), fmt.Sprint("garbage-", i))
+	}
+	if _, err := remote.Verify(context.Background(), "good-opaque"); err != nil {
+		t.Fatal(err)
+	}
+	if n := good.Load(); n != 1 {
+		t.Errorf("the active token was asked %d times, want 1: the garbage evicted its answer", n)
+	}
 }

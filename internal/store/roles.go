@@ -178,7 +178,7 @@ func CountHolders(ctx context.Context, q Querier, roleName, tenant string) (int,
 	var n int
 	err := q.QueryRow(ctx, `SELECT count(DISTINCT ra.person_id) FROM role_assignments ra JOIN roles r ON r.id = ra.role_id
 		JOIN people p ON p.id = ra.person_id
-		WHERE r.name = $1 AND r.kind IN ('system', 'custom') AND ra.tenant_id = $2 AND p.status <> 'deleted' AND (ra.expires_at IS NULL OR ra.expires_at > now())`, roleName, tenant).Scan(&n)
+		WHERE r.name = $1 AND r.kind IN ('system', 'custom') AND ra.tenant_id = $2 AND p.status = 'active' AND (ra.expires_at IS NULL OR ra.expires_at > now())`, roleName, tenant).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("count %s holders: %w", roleName, err)
 	}
