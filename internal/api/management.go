@@ -182,6 +182,13 @@ func (m *Management) tenantFor(c *gin.Context, action, resType, resID, requested
 	return "", false
 }
 
+// placeFailed answers an invitation that cannot place the invitee in the
+// tenant (409, with what to do) and audits it.
+func (m *Management) placeFailed(c *gin.Context, action, email, why string) {
+	m.record(c, action, "person", email, audit.Failure, why)
+	Error(c, http.StatusConflict, "tenant_unplaceable", why)
+}
+
 // refuseGrant answers 403, and audits the denial, when the caller may not
 // grant role r in tenant: only what the caller may do there itself, never a
 // wider bypass (mapping.Engine.MayGrant). It reports whether it refused.
@@ -255,12 +262,34 @@ func (m *Management) invite(c *gin.Context) {
 		}
 		groups = append(groups, id)
 	}
-	if m.Mapping.Tenant.GroupPrefix != "" {
+	// The invitee must be placed in the tenant the way the tenant source
+	// reads it, or their token would name no tenant and the invitation
+	// would grant nothing.
+	invitee := kcadmin.Invitee{Email: email}
+	src := m.Mapping.Tenant
+	switch {
+	case src.GroupPrefix != "":
 		var id string
-		path := strings.TrimRight(m.Mapping.Tenant.GroupPrefix, "/") + "/" + tenant
-		if err := tx.QueryRow(ctx, `SELECT id FROM teams WHERE path = $1`, path).Scan(&id); err == nil {
-			groups = append(groups, id)
+		path := strings.TrimRight(src.GroupPrefix, "/") + "/" + tenant
+		if err := m.System.SysPool().QueryRow(ctx, `SELECT id FROM teams WHERE path = $1 AND status = 'active'`, path).Scan(&id); err != nil {
+			m.placeFailed(c, action, email, "no Keycloak group "+path+" for the tenant: create it, then sync")
+			return
 		}
+		groups = append(groups, id)
+	case src.Organization:
+		var org string
+		if err := m.System.SysPool().QueryRow(ctx, `SELECT coalesce(keycloak_id, '') FROM tenants WHERE id = $1 AND source = 'organization' AND status = 'active'`, tenant).Scan(&org); err != nil || org == "" {
+			m.placeFailed(c, action, email, "no Keycloak organization for tenant "+strconv.Quote(tenant)+": create it, then sync")
+			return
+		}
+		invitee.Organization = org
+	case src.Attribute != "":
+		invitee.Attributes = map[string][]string{src.Attribute: {tenant}}
+	case src.Claim != "" && !strings.Contains(src.Claim, "."):
+		invitee.Attributes = map[string][]string{src.Claim: {tenant}}
+	case src.Claim != "":
+		m.placeFailed(c, action, email, "mapping.tenant.claim "+strconv.Quote(src.Claim)+" is a nested claim, which keybridge cannot set on a new user: invite through Keycloak, or use an attribute tenant source")
+		return
 	}
 	realmRoles := realmRolesGranting(m.Mapping, role.Name, tenant)
 
@@ -275,7 +304,8 @@ func (m *Management) invite(c *gin.Context) {
 		return
 	}
 	first, last, _ := strings.Cut(strings.TrimSpace(req.Name), " ")
-	id, err := m.Keycloak.CreateUser(ctx, kcadmin.Invitee{Email: email, FirstName: first, LastName: last, Groups: groups, Realm: realmRoles})
+	invitee.FirstName, invitee.LastName, invitee.Groups, invitee.Realm = first, last, groups, realmRoles
+	id, err := m.Keycloak.CreateUser(ctx, invitee)
 	if errors.Is(err, kcadmin.ErrExists) {
 		m.record(c, action, "person", email, audit.Failure, "already exists in Keycloak")
 		Error(c, http.StatusConflict, "already_exists", "a user with this email already exists in Keycloak")
@@ -287,7 +317,11 @@ func (m *Management) invite(c *gin.Context) {
 		}
 		m.Log.ErrorContext(ctx, "invite: keycloak", "error", err, "request_id", RequestID(c))
 		m.record(c, action, "person", email, audit.Failure, "keycloak refused the user")
-		Error(c, http.StatusBadGateway, "keycloak_error", "Keycloak could not create the user")
+		msg := "Keycloak could not create the user"
+		if errors.Is(err, kcadmin.ErrAttributeDropped) {
+			msg = err.Error() // names the attribute and the realm setting
+		}
+		Error(c, http.StatusBadGateway, "keycloak_error", msg)
 		return
 	}
 	display := strings.TrimSpace(req.Name)

@@ -50,8 +50,10 @@ func (g *testGate) Require(action string, anyOf ...string) gin.HandlerFunc {
 			api.Error(c, http.StatusUnauthorized, "unauthenticated", "no token")
 			return
 		}
+		tenant := c.GetHeader("X-Test-Tenant")
+		// The tenant as every tenant source would read it.
 		facts := mapping.Facts{Subject: sub, Username: sub, RealmRoles: strings.Split(c.GetHeader("X-Test-Roles"), ","),
-			Groups: []string{"/customers/" + c.GetHeader("X-Test-Tenant")}}
+			Groups: []string{"/customers/" + tenant}, Organizations: []string{tenant}, Attributes: map[string][]string{"tenant": {tenant}}}
 		grant := g.engine.Resolve(facts, nil, time.Now())
 		d := g.engine.Decide(grant, mapping.Request{AnyOf: anyOf, Now: time.Now()})
 		if !d.Allowed {
@@ -548,5 +550,48 @@ func TestDeactivationStaysWithinWhatTheCallerControls(t *testing.T) {
 	}
 	if code, _, body := en.do(t, caller{"adam", "admin", "acme"}, "PUT", "/v1/people/alice/status", map[string]any{"status": "inactive"}); code != 403 {
 		t.Errorf("a tenant Admin deactivated a PlatformAdmin: %d %s", code, body)
+	}
+}
+
+// An invitation places the invitee in the tenant the way the tenant source
+// reads it (a group, an organization, an attribute), or refuses with what to
+// do: a Keycloak user in no tenant would be granted nothing.
+func TestInvitePlacesTheInviteeInTheTenant(t *testing.T) {
+	e := newEnv(t) // group_prefix /customers
+	if err := e.st.InSystemTx(context.Background(), func(tx pgx.Tx) error {
+		_, err := tx.Exec(context.Background(), `INSERT INTO tenants (id, name, source) VALUES ('initech', 'Initech', 'group')`)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, body := e.do(t, caller{"ian", "fastn-owner", "initech"}, "POST", "/v1/people/invite", map[string]any{"email": "x@initech.test", "role": "Viewer"}); code != 409 || !strings.Contains(body, "/customers/initech") {
+		t.Errorf("invite into a tenant without its group: %d %s", code, body)
+	}
+	if code, _, body := e.do(t, acmeOwner, "POST", "/v1/people/invite", map[string]any{"email": "y@acme.test", "role": "Viewer"}); code != 201 || !slices.Contains(e.kc.created[0].Groups, "g-acme") {
+		t.Errorf("invite into acme: %d %s %+v", code, body, e.kc.created)
+	}
+
+	attr := demoRules
+	attr.Tenant = mapping.TenantSource{Attribute: "tenant"}
+	ea := newEnvWith(t, attr)
+	if code, _, body := ea.do(t, acmeOwner, "POST", "/v1/people/invite", map[string]any{"email": "z@acme.test", "role": "Viewer"}); code != 201 ||
+		len(ea.kc.created) != 1 || ea.kc.created[0].Attributes["tenant"][0] != "acme" {
+		t.Errorf("attribute mode: %d %s %+v", code, body, ea.kc.created)
+	}
+
+	org := demoRules
+	org.Tenant = mapping.TenantSource{Organization: true}
+	eo := newEnvWith(t, org)
+	if code, _, body := eo.do(t, acmeOwner, "POST", "/v1/people/invite", map[string]any{"email": "w@acme.test", "role": "Viewer"}); code != 409 || !strings.Contains(body, "organization") {
+		t.Errorf("organization mode, tenant without an organization: %d %s", code, body)
+	}
+	if err := eo.st.InSystemTx(context.Background(), func(tx pgx.Tx) error {
+		_, err := tx.Exec(context.Background(), `UPDATE tenants SET source = 'organization', keycloak_id = 'org-acme' WHERE id = 'acme'`)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, body := eo.do(t, acmeOwner, "POST", "/v1/people/invite", map[string]any{"email": "v@acme.test", "role": "Viewer"}); code != 201 || eo.kc.created[0].Organization != "org-acme" {
+		t.Errorf("organization mode: %d %s %+v", code, body, eo.kc.created)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -18,6 +19,10 @@ import (
 // ErrExists is returned when a user with the email or username exists.
 var ErrExists = errors.New("keycloak: user already exists")
 
+// ErrAttributeDropped is returned when Keycloak's user profile discarded an
+// attribute the invitee needs (its tenant).
+var ErrAttributeDropped = errors.New("keycloak dropped the user attribute")
+
 // ErrNoMail is returned when the realm has no SMTP server, so Keycloak can't
 // send its action email.
 var ErrNoMail = errors.New("keycloak: the realm has no SMTP server configured, so no invitation email can be sent; the user can be sent a link by an admin or the realm's mail settings completed")
@@ -25,6 +30,7 @@ var ErrNoMail = errors.New("keycloak: the realm has no SMTP server configured, s
 // Admin is a Keycloak admin client acting as keybridge's service account.
 type Admin struct {
 	gc                      *gocloak.GoCloak
+	base                    string
 	realm, clientID, secret string
 	mu                      sync.Mutex
 	token                   string
@@ -36,7 +42,7 @@ type Admin struct {
 func New(baseURL, realm, clientID, secret string, timeout time.Duration) *Admin {
 	gc := gocloak.NewClient(strings.TrimRight(baseURL, "/"))
 	gc.RestyClient().SetTimeout(timeout)
-	return &Admin{gc: gc, realm: realm, clientID: clientID, secret: secret, now: time.Now}
+	return &Admin{gc: gc, base: strings.TrimRight(baseURL, "/"), realm: realm, clientID: clientID, secret: secret, now: time.Now}
 }
 
 func (a *Admin) accessToken(ctx context.Context) (string, error) {
@@ -62,6 +68,10 @@ type Invitee struct {
 	LastName  string
 	Groups    []string // Keycloak group ids
 	Realm     []string // realm role names
+	// Attributes are set on the user (a tenant attribute, say).
+	Attributes map[string][]string
+	// Organization is the id of a Keycloak organization to join.
+	Organization string
 }
 
 // CreateUser creates a disabled-password user and returns its id.
@@ -80,6 +90,9 @@ func (a *Admin) CreateUser(ctx context.Context, in Invitee) (string, error) {
 	if in.LastName != "" {
 		u.LastName = &in.LastName
 	}
+	if len(in.Attributes) > 0 {
+		u.Attributes = &in.Attributes
+	}
 	id, err := a.gc.CreateUser(ctx, tok, a.realm, u)
 	if err != nil {
 		if status(err) == http.StatusConflict {
@@ -90,6 +103,33 @@ func (a *Admin) CreateUser(ctx context.Context, in Invitee) (string, error) {
 	for _, g := range in.Groups {
 		if err := a.gc.AddUserToGroup(ctx, tok, a.realm, id, g); err != nil {
 			return id, fmt.Errorf("add user to group %s: %w", g, scrub(err))
+		}
+	}
+	if len(in.Attributes) > 0 {
+		// Keycloak's user profile drops attributes it does not declare
+		// (unless unmanaged attributes are enabled): check they were kept.
+		got, err := a.gc.GetUserByID(ctx, tok, a.realm, id)
+		if err != nil {
+			return id, fmt.Errorf("read back user: %w", scrub(err))
+		}
+		for k := range in.Attributes {
+			if got.Attributes == nil || len((*got.Attributes)[k]) == 0 {
+				return id, fmt.Errorf("%w: %q (declare it in the realm's user profile, or enable unmanaged attributes)", ErrAttributeDropped, k)
+			}
+		}
+	}
+	if in.Organization != "" {
+		// gocloak has no organizations API: the member is added by id, the
+		// body being the id as a JSON string.
+		res, err := a.gc.GetRequestWithBearerAuth(ctx, tok).SetHeader("Content-Type", "application/json").SetBody(`"` + id + `"`).
+			Post(a.base + "/admin/realms/" + url.PathEscape(a.realm) + "/organizations/" + url.PathEscape(in.Organization) + "/members")
+		switch {
+		case err != nil:
+			return id, fmt.Errorf("add user to organization: %w", scrub(err))
+		case res.StatusCode() == http.StatusForbidden:
+			return id, fmt.Errorf("add user to organization %s: status 403 (the service account needs realm-management manage-realm to add organization members)", in.Organization)
+		case res.StatusCode() != http.StatusCreated && res.StatusCode() != http.StatusNoContent && res.StatusCode() != http.StatusOK:
+			return id, fmt.Errorf("add user to organization %s: status %d", in.Organization, res.StatusCode())
 		}
 	}
 	if len(in.Realm) > 0 {
