@@ -51,6 +51,10 @@ func userOf(path string) string {
 type seen struct {
 	mu  gosync.Mutex
 	ids map[string]time.Time
+	// keep is how long an id is remembered: past the overlap window an
+	// event is never read again. An hour when zero.
+	keep  time.Duration
+	swept time.Time // last eviction sweep: at most one per keep/2
 }
 
 // has reports whether the event was applied already.
@@ -73,9 +77,14 @@ func (s *seen) mark(now time.Time, ids ...string) {
 	for _, id := range ids {
 		s.ids[id] = now
 	}
-	if len(s.ids) > 50000 {
+	keep := s.keep
+	if keep <= 0 {
+		keep = time.Hour
+	}
+	if len(s.ids) > 1000 && now.Sub(s.swept) > keep/2 {
+		s.swept = now
 		for k, t := range s.ids {
-			if now.Sub(t) > time.Hour {
+			if now.Sub(t) > keep {
 				delete(s.ids, k)
 			}
 		}
@@ -89,7 +98,7 @@ func (s *Service) pollEvents(ctx context.Context) {
 	if interval <= 0 {
 		interval = 2 * time.Second
 	}
-	dedup := &seen{}
+	dedup := &seen{keep: 2*s.EventsOverlap + time.Minute}
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {

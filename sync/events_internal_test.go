@@ -3,6 +3,7 @@ package sync
 import (
 	"context"
 	"errors"
+	"fmt"
 	gosync "sync"
 	"testing"
 	"time"
@@ -117,5 +118,19 @@ func TestSeenMarksOnlyWhatItIsGiven(t *testing.T) {
 	s.mark(now, "u:1", "a:2")
 	if !s.has("u:1") || !s.has("a:2") || s.has("u:3") {
 		t.Fatalf("marks: %v", s.ids)
+	}
+}
+
+// Ids older than the window the poller can re-read are forgotten, so the
+// set stays the size of that window, not of an hour of traffic.
+func TestSeenForgetsPastItsWindow(t *testing.T) {
+	s := seen{keep: time.Minute}
+	t0 := time.Now()
+	for i := range 1500 {
+		s.mark(t0, fmt.Sprint("u:", i))
+	}
+	s.mark(t0.Add(2*time.Minute), "u:new")
+	if s.has("u:0") || !s.has("u:new") || len(s.ids) != 1 {
+		t.Fatalf("after the window: %d ids kept, has old %v", len(s.ids), s.has("u:0"))
 	}
 }

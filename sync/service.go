@@ -64,7 +64,7 @@ type RunOptions struct {
 // Result is a finished run.
 type Result struct {
 	RunID    int64          `json:"run_id"`
-	Outcome  string         `json:"outcome"` // success, failure, guard_abort, dry_run
+	Outcome  string         `json:"outcome"` // success, failure, guard_abort (a dry run is a success with dry_run set on its record)
 	Error    string         `json:"error,omitempty"`
 	Objects  map[string]int `json:"objects"`
 	Changes  Changes        `json:"changes"`
@@ -209,7 +209,11 @@ func (s *Service) Run(ctx context.Context, o RunOptions) (*Result, error) {
 	sys := s.Store.SysPool()
 	runID, err := store.StartRun(ctx, sys, o.Trigger, mode, o.DryRun, o.Force, start)
 	if err != nil {
-		return nil, err
+		// No run record without the database; the metric still shows it.
+		if s.Metrics != nil {
+			s.Metrics.SyncRuns.WithLabelValues(o.Trigger, "failure").Inc()
+		}
+		return nil, fmt.Errorf("record the run: %w", err)
 	}
 	res.RunID = runID
 	finish := func(outcome string, runErr error) (*Result, error) {
@@ -278,7 +282,9 @@ func (s *Service) Run(ctx context.Context, o RunOptions) (*Result, error) {
 		res.Plan, res.Changes = plan, plan.Changes
 		if kind, share := plan.guardTrips(s.MaxRemovalShare); kind != "" && !o.Force {
 			outcome = "guard_abort"
-			if s.Metrics != nil {
+			// A dry run previews the verdict; only a real run is an abort
+			// an operator is paged for.
+			if s.Metrics != nil && !o.DryRun {
 				s.Metrics.SyncGuardAborts.WithLabelValues(kind).Inc()
 			}
 			return fmt.Errorf("%w: the plan deactivates %d of %d %s (%.0f%% > %.0f%%); run with force to apply it",

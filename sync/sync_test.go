@@ -378,9 +378,25 @@ func TestDeletionGuardRefusesAnEmptiedRealm(t *testing.T) {
 	f := newFixture(t, srv.URL)
 	f.run(t, ksync.RunOptions{})
 	fl.empty.Store(true)
+	aborts := func() (n float64) {
+		for _, kind := range []string{"tenants", "people", "teams", "roles"} {
+			n += testutil.ToFloat64(f.svc.Metrics.SyncGuardAborts.WithLabelValues(kind))
+		}
+		return n
+	}
+	// A dry run shows the verdict without counting an abort (which pages).
+	if res, err := f.svc.Run(context.Background(), ksync.RunOptions{Trigger: "cli", DryRun: true}); err == nil || res.Outcome != "guard_abort" {
+		t.Fatalf("dry run: %+v %v", res, err)
+	}
+	if n := aborts(); n != 0 {
+		t.Fatalf("a dry run counted %v guard aborts", n)
+	}
 	res, err := f.svc.Run(context.Background(), ksync.RunOptions{Trigger: "cli"})
 	if err == nil || res.Outcome != "guard_abort" || !strings.Contains(err.Error(), "deletion guard") {
 		t.Fatalf("guard did not trip: %+v %v", res, err)
+	}
+	if n := aborts(); n != 1 {
+		t.Fatalf("guard aborts %v, want 1", n)
 	}
 	if active := f.query(t, `SELECT id FROM people WHERE status <> 'deleted'`); len(active) < 11 {
 		t.Fatalf("guard aborted but %d people remain active", len(active))
