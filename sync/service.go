@@ -207,7 +207,9 @@ func (s *Service) Run(ctx context.Context, o RunOptions) (*Result, error) {
 	start := s.now()
 	res := &Result{Objects: map[string]int{}, Changes: Changes{}}
 	sys := s.Store.SysPool()
-	runID, err := store.StartRun(ctx, sys, o.Trigger, mode, o.DryRun, o.Force, start)
+	// dbStart is the database's clock, which stamps the rows the run
+	// compares against (created_at, updated_at); the app's may differ.
+	runID, dbStart, err := store.StartRun(ctx, sys, o.Trigger, mode, o.DryRun, o.Force, start)
 	if err != nil {
 		// No run record without the database; the metric still shows it.
 		if s.Metrics != nil {
@@ -267,7 +269,7 @@ func (s *Service) Run(ctx context.Context, o RunOptions) (*Result, error) {
 		// run, or a user the event poller or a webhook just disabled) are
 		// newer than the snapshot; they are left for the next run instead of
 		// being taken for removed or written back to what the snapshot read.
-		rows, err := tx.Query(ctx, `SELECT id FROM people WHERE created_at >= $1 OR updated_at >= $1`, start)
+		rows, err := tx.Query(ctx, `SELECT id FROM people WHERE created_at >= $1 OR updated_at >= $1`, dbStart)
 		if err != nil {
 			return err
 		}

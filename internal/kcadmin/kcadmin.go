@@ -98,11 +98,11 @@ func (a *Admin) CreateUser(ctx context.Context, in Invitee) (string, error) {
 		if status(err) == http.StatusConflict {
 			return "", ErrExists
 		}
-		return "", fmt.Errorf("create user: %w", scrub(err))
+		return "", fmt.Errorf("create user: %w", a.scrub(err))
 	}
 	for _, g := range in.Groups {
 		if err := a.gc.AddUserToGroup(ctx, tok, a.realm, id, g); err != nil {
-			return id, fmt.Errorf("add user to group %s: %w", g, scrub(err))
+			return id, fmt.Errorf("add user to group %s: %w", g, a.scrub(err))
 		}
 	}
 	if len(in.Attributes) > 0 {
@@ -110,7 +110,7 @@ func (a *Admin) CreateUser(ctx context.Context, in Invitee) (string, error) {
 		// (unless unmanaged attributes are enabled): check they were kept.
 		got, err := a.gc.GetUserByID(ctx, tok, a.realm, id)
 		if err != nil {
-			return id, fmt.Errorf("read back user: %w", scrub(err))
+			return id, fmt.Errorf("read back user: %w", a.scrub(err))
 		}
 		for k := range in.Attributes {
 			if got.Attributes == nil || len((*got.Attributes)[k]) == 0 {
@@ -125,7 +125,7 @@ func (a *Admin) CreateUser(ctx context.Context, in Invitee) (string, error) {
 			Post(a.base + "/admin/realms/" + url.PathEscape(a.realm) + "/organizations/" + url.PathEscape(in.Organization) + "/members")
 		switch {
 		case err != nil:
-			return id, fmt.Errorf("add user to organization: %w", scrub(err))
+			return id, fmt.Errorf("add user to organization: %w", a.scrub(err))
 		case res.StatusCode() == http.StatusForbidden:
 			return id, fmt.Errorf("add user to organization %s: status 403 (the service account needs realm-management manage-realm to add organization members)", in.Organization)
 		case res.StatusCode() != http.StatusCreated && res.StatusCode() != http.StatusNoContent && res.StatusCode() != http.StatusOK:
@@ -137,12 +137,12 @@ func (a *Admin) CreateUser(ctx context.Context, in Invitee) (string, error) {
 		for _, name := range in.Realm {
 			r, err := a.gc.GetRealmRole(ctx, tok, a.realm, name)
 			if err != nil {
-				return id, fmt.Errorf("get realm role %s: %w", name, scrub(err))
+				return id, fmt.Errorf("get realm role %s: %w", name, a.scrub(err))
 			}
 			roles = append(roles, *r)
 		}
 		if err := a.gc.AddRealmRoleToUser(ctx, tok, a.realm, id, roles); err != nil {
-			return id, fmt.Errorf("assign realm roles: %w", scrub(err))
+			return id, fmt.Errorf("assign realm roles: %w", a.scrub(err))
 		}
 	}
 	return id, nil
@@ -156,7 +156,7 @@ func (a *Admin) MailConfigured(ctx context.Context) (bool, error) {
 	}
 	r, err := a.gc.GetRealm(ctx, tok, a.realm)
 	if err != nil {
-		return false, fmt.Errorf("get realm: %w", scrub(err))
+		return false, fmt.Errorf("get realm: %w", a.scrub(err))
 	}
 	return r.SMTPServer != nil && (*r.SMTPServer)["host"] != "", nil
 }
@@ -179,7 +179,7 @@ func (a *Admin) SendInvitation(ctx context.Context, userID string) error {
 	err = a.gc.ExecuteActionsEmail(ctx, tok, a.realm, gocloak.ExecuteActionsEmail{
 		UserID: &userID, Lifespan: &lifespan, Actions: &[]string{"VERIFY_EMAIL", "UPDATE_PASSWORD"}})
 	if err != nil {
-		return fmt.Errorf("send actions email: %w", scrub(err))
+		return fmt.Errorf("send actions email: %w", a.scrub(err))
 	}
 	return nil
 }
@@ -192,11 +192,11 @@ func (a *Admin) SetEnabled(ctx context.Context, userID string, enabled bool) err
 	}
 	u, err := a.gc.GetUserByID(ctx, tok, a.realm, userID)
 	if err != nil {
-		return fmt.Errorf("get user: %w", scrub(err))
+		return fmt.Errorf("get user: %w", a.scrub(err))
 	}
 	u.Enabled = &enabled
 	if err := a.gc.UpdateUser(ctx, tok, a.realm, *u); err != nil {
-		return fmt.Errorf("update user: %w", scrub(err))
+		return fmt.Errorf("update user: %w", a.scrub(err))
 	}
 	return nil
 }
@@ -220,6 +220,18 @@ func status(err error) int {
 
 // scrub keeps the status and message of a Keycloak error but never a token
 // or secret that a library might have put into it.
+// scrub is scrub for a call made with the cached token: a 401 means
+// Keycloak no longer takes it (a restart, a revoked session), so it is
+// dropped and the next call logs in again instead of failing until expiry.
+func (a *Admin) scrub(err error) error {
+	if status(err) == http.StatusUnauthorized {
+		a.mu.Lock()
+		a.token = ""
+		a.mu.Unlock()
+	}
+	return scrub(err)
+}
+
 func scrub(err error) error {
 	if err == nil {
 		return nil

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -73,5 +76,37 @@ func TestCreateUserReportsADroppedAttribute(t *testing.T) {
 	_, err := newInvitee(t, a, kcadmin.Invitee{Email: "lee-" + suffix() + "@acme.test", Attributes: map[string][]string{"undeclared_tenant": {"acme"}}})
 	if !errors.Is(err, kcadmin.ErrAttributeDropped) {
 		t.Fatalf("%v, want ErrAttributeDropped", err)
+	}
+}
+
+// A token Keycloak stops taking (401) is dropped, so the next call logs in
+// again instead of failing until the cached token's expiry.
+func TestA401DropsTheCachedToken(t *testing.T) {
+	var logins atomic.Int64
+	kc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.HasSuffix(r.URL.Path, "/protocol/openid-connect/token"):
+			n := logins.Add(1)
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"access_token":"t%d","expires_in":300,"token_type":"Bearer"}`, n)
+		case r.Header.Get("Authorization") == "Bearer t1":
+			w.WriteHeader(http.StatusUnauthorized) // Keycloak restarted, say
+		case r.Method == http.MethodGet:
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(`{"id":"u1","username":"u","enabled":true}`))
+		default:
+			w.WriteHeader(http.StatusNoContent)
+		}
+	}))
+	defer kc.Close()
+	a := kcadmin.New(kc.URL, "r", "keybridge", "s", 5*time.Second)
+	if err := a.SetEnabled(context.Background(), "u1", false); err == nil {
+		t.Fatal("the first call succeeded with a refused token")
+	}
+	if err := a.SetEnabled(context.Background(), "u1", false); err != nil {
+		t.Fatalf("the call after a 401 still fails: %v", err)
+	}
+	if n := logins.Load(); n != 2 {
+		t.Errorf("%d logins, want 2", n)
 	}
 }

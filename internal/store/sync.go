@@ -331,15 +331,15 @@ type SyncRun struct {
 	Changes          json.RawMessage `json:"changes"`
 }
 
-// StartRun records a run as running.
-func StartRun(ctx context.Context, q Querier, trigger, mode string, dryRun, forced bool, at time.Time) (int64, error) {
-	var id int64
-	err := q.QueryRow(ctx, `INSERT INTO sync_runs (trigger, mode, dry_run, forced, started_at, outcome) VALUES ($1, $2, $3, $4, $5, 'running') RETURNING id`,
-		trigger, mode, dryRun, forced, at).Scan(&id)
+// StartRun records a run as running and returns its id and the database's
+// clock at that moment.
+func StartRun(ctx context.Context, q Querier, trigger, mode string, dryRun, forced bool, at time.Time) (id int64, dbNow time.Time, err error) {
+	err = q.QueryRow(ctx, `INSERT INTO sync_runs (trigger, mode, dry_run, forced, started_at, outcome) VALUES ($1, $2, $3, $4, $5, 'running') RETURNING id, now()`,
+		trigger, mode, dryRun, forced, at).Scan(&id, &dbNow)
 	if err != nil {
-		return 0, fmt.Errorf("record sync run: %w", err)
+		return 0, time.Time{}, fmt.Errorf("record sync run: %w", err)
 	}
-	return id, nil
+	return id, dbNow, nil
 }
 
 // FinishRun records a run's end.
