@@ -149,18 +149,23 @@ func (m *Middleware) begin(r *http.Request, action string, anyOf []string) (cont
 		}
 	}
 	ctx = context.WithValue(context.WithValue(ctx, txKey, tx), grantKey, g)
-	return ctx, &txn{tx: tx, ctx: ctx, grant: g, audit: audit, auditSuccess: m.AuditSuccess}, nil
+	// Reads may stream from the transaction while they answer (an audit
+	// export), and have nothing to lose to a failed commit: only writes
+	// commit before they answer.
+	early := r.Method != http.MethodGet && r.Method != http.MethodHead && r.Method != http.MethodOptions
+	return ctx, &txn{tx: tx, ctx: ctx, grant: g, audit: audit, auditSuccess: m.AuditSuccess, early: early}, nil
 }
 
-// txn ends a request's transaction. A success is committed before the first
-// byte of the answer leaves (commitWriter), so a client is never told 2xx
-// for a change that a failed commit then rolled back.
+// txn ends a request's transaction. A write's success is committed before
+// the first byte of the answer leaves, so a client is never told 2xx for a
+// change that a failed commit then rolled back; a read commits at the end.
 type txn struct {
 	tx           pgx.Tx
 	ctx          context.Context
 	grant        *mapping.Grant
 	audit        func(g *mapping.Grant, outcome, reason string, status int)
 	auditSuccess bool
+	early        bool // commit before the answer (writes)
 	committed    bool
 	commitErr    error
 }
@@ -222,7 +227,7 @@ func (m *Middleware) HTTP(action string, anyOf []string, next http.Handler) http
 				t.finish(http.StatusInternalServerError)
 				panic(v)
 			}
-			if !sw.wrote && sw.status < 400 && t.commit() != nil {
+			if !sw.wrote && t.early && sw.status < 400 && t.commit() != nil {
 				writeFailure(w, commitFailed)
 			} else if !sw.wrote {
 				w.WriteHeader(sw.status)
@@ -260,7 +265,7 @@ func (s *statusWriter) WriteHeader(code int) { s.status = code }
 func (s *statusWriter) Write(b []byte) (int, error) {
 	if !s.wrote {
 		s.wrote = true
-		if s.status < 400 && s.t.commit() != nil {
+		if s.t.early && s.status < 400 && s.t.commit() != nil {
 			s.failed = true
 			writeFailure(s.ResponseWriter, commitFailed)
 		} else {
@@ -285,7 +290,7 @@ func (g *ginCommitWriter) before() bool {
 	if g.failed {
 		return false
 	}
-	if !g.ResponseWriter.Written() && g.ResponseWriter.Status() < 400 && g.t.commit() != nil {
+	if g.t.early && !g.ResponseWriter.Written() && g.ResponseWriter.Status() < 400 && g.t.commit() != nil {
 		g.failed = true
 		h := g.ResponseWriter.Header()
 		h.Del("Content-Length")

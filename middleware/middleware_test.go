@@ -104,7 +104,7 @@ func TestFiveStepsAndRLS(t *testing.T) {
 		w.WriteHeader(201)
 	}))
 	call := func(h http.Handler, token, query string) (int, string) {
-		req := httptest.NewRequest("GET", "/?"+query, nil)
+		req := httptest.NewRequest("POST", "/?"+query, nil)
 		if token != "" {
 			req.Header.Set("Authorization", "Bearer "+token)
 		}
@@ -176,6 +176,31 @@ func TestFiveStepsAndRLS(t *testing.T) {
 	if code, body := call(lost, "acme-dev", ""); code != http.StatusServiceUnavailable || strings.Contains(body, "lost") {
 		t.Errorf("net/http: a failed commit answered %d %q, want 503 without the handler's body", code, body)
 	}
+	// A read streams from its transaction while it answers (an audit
+	// export does): it is not committed under it.
+	stream := mw.HTTP("workflows.list", []string{"workflows.read"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rows, err := middleware.Tx(r.Context()).Query(r.Context(), `SELECT name FROM workflows ORDER BY name`)
+		if err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var name string
+			_ = rows.Scan(&name)
+			_, _ = w.Write([]byte(name + ";"))
+		}
+		if rows.Err() != nil {
+			_, _ = w.Write([]byte("broken"))
+		}
+	}))
+	req := httptest.NewRequest("GET", "/", nil)
+	req.Header.Set("Authorization", "Bearer acme-dev")
+	rec := httptest.NewRecorder()
+	stream.ServeHTTP(rec, req)
+	if rec.Code != 200 || rec.Body.String() != "a1;a2;x;" {
+		t.Errorf("a streaming read: %d %q, want 200 \"a1;a2;x;\"", rec.Code, rec.Body)
+	}
 	gin.SetMode(gin.TestMode)
 	r := gin.New()
 	r.POST("/w", mw.Require("workflows.create", "workflows.create"), func(c *gin.Context) {
@@ -206,7 +231,7 @@ func TestFiveStepsAndRLS(t *testing.T) {
 	for _, ev := range events {
 		outcomes[ev.Outcome]++
 	}
-	if outcomes["success"] != 4 || outcomes["denied"] != 4 || outcomes["failure"] != 5 {
-		t.Errorf("audited outcomes %v, want 4 successes (3 lists, 1 create), 4 denials and 5 failures (a refused write, a panic, 3 failed commits)", outcomes)
+	if outcomes["success"] != 5 || outcomes["denied"] != 4 || outcomes["failure"] != 5 {
+		t.Errorf("audited outcomes %v, want 5 successes (3 lists, 1 create, 1 stream), 4 denials and 5 failures (a refused write, a panic, 3 failed commits)", outcomes)
 	}
 }
