@@ -193,23 +193,24 @@ type ForwardAuth struct {
 	Default string `yaml:"default"`
 	// Headers names the identity headers on a 200 answer.
 	Headers ForwardHeaders `yaml:"headers"`
-	// Proxy says which proxy calls forward-auth, and so the one pair of
-	// headers that carries the original method and URI: "nginx"
-	// (X-Original-Method, X-Original-URI), "traefik" (X-Forwarded-Method,
-	// X-Forwarded-Uri) or "envoy" (the request's method, X-Envoy-Original-Path).
+	// Proxy says which proxy calls forward-auth, and so where the original
+	// method and URI are read: "nginx" (X-Original-Method, X-Original-URI),
+	// "traefik" (X-Forwarded-Method, X-Forwarded-Uri) or "envoy" (HTTP
+	// ext_authz with path_prefix /v1/forward-auth: the request's own method,
+	// and its path after the prefix).
 	// Only that pair is read: a proxy passes the client's other headers
 	// through, so any fallback would let a client name the URI checked.
 	Proxy string `yaml:"proxy"`
 }
 
-// OriginalHeaders are the method and URI headers Proxy sets; method is ""
-// when the proxy keeps the original method on the request itself.
+// OriginalHeaders are the method and URI headers Proxy sets; both are ""
+// for envoy, which sends the original method and path on the request.
 func (f ForwardAuth) OriginalHeaders() (method, uri string) {
 	switch f.Proxy {
 	case "traefik":
 		return "X-Forwarded-Method", "X-Forwarded-Uri"
 	case "envoy":
-		return "", "X-Envoy-Original-Path"
+		return "", ""
 	}
 	return "X-Original-Method", "X-Original-URI"
 }

@@ -52,6 +52,9 @@ func (d *Decisions) Register(r gin.IRouter) {
 	r.POST("/oauth2/introspect", d.limitClient, d.introspect)
 	r.POST("/v1/check", d.limitClient, d.check)
 	r.GET("/v1/forward-auth", d.limitClient, d.forwardAuth)
+	// Envoy's HTTP ext_authz sends the original method to path_prefix +
+	// the original path; only forward_auth.proxy envoy answers here.
+	r.Any("/v1/forward-auth/*path", d.limitClient, d.forwardAuth)
 	r.GET("/v1/me", d.limitClient, d.me)
 }
 
@@ -346,11 +349,19 @@ func (d *Decisions) me(c *gin.Context) {
 // maps them to permissions.
 func (d *Decisions) forwardAuth(c *gin.Context) {
 	mh, uh := d.ForwardAuth.OriginalHeaders()
-	method := c.Request.Method
-	if mh != "" {
-		method = c.GetHeader(mh)
+	method, uri := c.Request.Method, ""
+	switch {
+	case d.ForwardAuth.Proxy == "envoy":
+		uri = "/" + strings.TrimPrefix(c.Param("path"), "/")
+		if c.Request.URL.RawQuery != "" {
+			uri += "?" + c.Request.URL.RawQuery
+		}
+	case c.Param("path") != "":
+		Error(c, http.StatusNotFound, "not_found", "only forward_auth.proxy envoy sends the original path after /v1/forward-auth/")
+		return
+	default:
+		method, uri = c.GetHeader(mh), c.GetHeader(uh)
 	}
-	uri := c.GetHeader(uh)
 	if method == "" || uri == "" {
 		d.Metrics.Decisions.WithLabelValues("forward_auth", "denied").Inc()
 		Error(c, http.StatusBadRequest, "bad_request", "the proxy sent no "+strings.TrimPrefix(mh+" or ", " or ")+uh+" header: set forward_auth.proxy to the proxy in front")

@@ -399,6 +399,35 @@ func TestForwardAuthPaths(t *testing.T) {
 		t.Errorf("allowed forward-auth decision not audited: %+v", es[before:])
 	}
 	e.dec.AuditAllow = false
+	// Only Envoy sends the original path after the prefix; behind nginx a
+	// path there is refused rather than taken as the request to check.
+	if rec := httptest.NewRecorder(); true {
+		e.h.ServeHTTP(rec, httptest.NewRequest("GET", "/v1/forward-auth/public/logo.png", nil))
+		if rec.Code != 404 {
+			t.Errorf("nginx mode, a path after the prefix: %d, want 404", rec.Code)
+		}
+	}
+	e.dec.ForwardAuth.Proxy = "envoy"
+	for _, tt := range []struct {
+		method, path, token string
+		want                int
+	}{
+		{"GET", "/v1/forward-auth/public/logo.png", "", 200},
+		{"POST", "/v1/forward-auth/workflows/1/deploy", victor, 403},
+		{"POST", "/v1/forward-auth/workflows/1/deploy", dana, 200},
+		{"GET", "/v1/forward-auth/workflows/1?x=1", "", 401},
+	} {
+		req := httptest.NewRequest(tt.method, tt.path, nil)
+		req.Header.Set("X-Original-URI", "/public/logo.png") // ignored behind Envoy
+		if tt.token != "" {
+			req.Header.Set("Authorization", "Bearer "+tt.token)
+		}
+		rec := httptest.NewRecorder()
+		e.h.ServeHTTP(rec, req)
+		if rec.Code != tt.want {
+			t.Errorf("envoy %s %s: %d, want %d: %s", tt.method, tt.path, rec.Code, tt.want, rec.Body)
+		}
+	}
 	// Behind Traefik the pair is X-Forwarded-Method / X-Forwarded-Uri, and
 	// nginx's headers are the ones a client could send.
 	e.dec.ForwardAuth.Proxy = "traefik"
