@@ -54,7 +54,7 @@ func (d *Decisions) Register(r gin.IRouter) {
 	r.GET("/v1/forward-auth", d.limitClient, d.forwardAuth)
 	// Envoy's HTTP ext_authz sends the original method to path_prefix +
 	// the original path; only forward_auth.proxy envoy answers here.
-	r.Any("/v1/forward-auth/*path", d.limitClient, d.forwardAuth)
+	r.Match(envoyMethods, "/v1/forward-auth/*path", d.limitClient, d.forwardAuth)
 	r.GET("/v1/me", d.limitClient, d.me)
 }
 
@@ -454,5 +454,19 @@ func (d *Decisions) OpenAPIPaths() map[string]map[string]any {
 		"/v1/forward-auth": {"get": map[string]any{"summary": "For reverse proxies: 200 with X-Auth-User, X-Auth-Tenant, X-Auth-Roles, or 401/403",
 			"responses": map[string]any{"200": map[string]any{"description": "allowed"}, "401": map[string]any{"description": "no or invalid token"}, "403": map[string]any{"description": "denied"}}}},
 		"/v1/me": {"get": op("The caller's resolved identity", nil, "200")},
+		"/v1/forward-auth/{path}": envoyOps(),
 	}
+}
+
+// envoyMethods are the methods Envoy's ext_authz forwards as they came.
+var envoyMethods = []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodOptions}
+
+func envoyOps() map[string]any {
+	ops := map[string]any{}
+	for _, m := range envoyMethods {
+		ops[strings.ToLower(m)] = map[string]any{"summary": "For Envoy's HTTP ext_authz (forward_auth.proxy envoy): the original method and path after the prefix",
+			"responses": map[string]any{"200": map[string]any{"description": "allowed"}, "401": map[string]any{"description": "no or invalid token"},
+				"403": map[string]any{"description": "denied"}, "404": map[string]any{"description": "forward_auth.proxy is not envoy"}}}
+	}
+	return ops
 }

@@ -34,7 +34,7 @@ func TestEveryRouteIsDocumented(t *testing.T) {
 	if err := json.Unmarshal(rec.Body.Bytes(), &doc); err != nil {
 		t.Fatal(err)
 	}
-	param := regexp.MustCompile(`:([a-z_]+)`)
+	param := regexp.MustCompile(`[:*]([a-z_]+)`)
 	routes := h.Routes()
 	if len(routes) < 25 {
 		t.Fatalf("only %d routes registered", len(routes))
