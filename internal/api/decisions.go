@@ -453,7 +453,7 @@ func (d *Decisions) OpenAPIPaths() map[string]map[string]any {
 		"/v1/check": {"post": op("Decide one check ({permission|any_of, resource}) or a batch ({checks:[...]}); answers allowed, reason and the session variables", nil, "200", "400")},
 		"/v1/forward-auth": {"get": map[string]any{"summary": "For reverse proxies: 200 with X-Auth-User, X-Auth-Tenant, X-Auth-Roles, or 401/403",
 			"responses": map[string]any{"200": map[string]any{"description": "allowed"}, "401": map[string]any{"description": "no or invalid token"}, "403": map[string]any{"description": "denied"}}}},
-		"/v1/me": {"get": op("The caller's resolved identity", nil, "200")},
+		"/v1/me":                  {"get": op("The caller's resolved identity", nil, "200")},
 		"/v1/forward-auth/{path}": envoyOps(),
 	}
 }
