@@ -218,6 +218,12 @@ func expandVars(v reflect.Value, path string, lookup func(string) (string, bool)
 
 var durationType = reflect.TypeOf(time.Duration(0))
 
+// EnvName is the environment variable that overrides a config key:
+// keycloak.client_secret is KEYBRIDGE_KEYCLOAK_CLIENT_SECRET.
+func EnvName(key string) string {
+	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+}
+
 // applyEnv sets every scalar leaf from KEYBRIDGE_<PATH> when that variable is set.
 func applyEnv(v reflect.Value, path string, lookup func(string) (string, bool)) []error {
 	var errs []error
@@ -232,7 +238,7 @@ func applyEnv(v reflect.Value, path string, lookup func(string) (string, bool)) 
 		}
 		return errs
 	}
-	env := EnvPrefix + strings.ToUpper(strings.NewReplacer(".", "_").Replace(path))
+	env := EnvName(path)
 	raw, ok := lookup(env)
 	if !ok {
 		return nil
@@ -293,8 +299,7 @@ func readSecretFiles(c *Config) []error {
 		// rotated in the one that loses would have no effect.
 		if *dst != "" {
 			secretKey := strings.TrimSuffix(key, "_file")
-			errs = append(errs, fmt.Errorf("%s: set both directly (or by %s%s) and by file: keep one", secretKey,
-				EnvPrefix, strings.ToUpper(strings.NewReplacer(".", "_").Replace(secretKey))))
+			errs = append(errs, fmt.Errorf("%s: set both directly (or by %s) and by file: keep one", secretKey, EnvName(secretKey)))
 			return
 		}
 		b, err := os.ReadFile(file)

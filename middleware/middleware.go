@@ -200,6 +200,13 @@ func (t *txn) finish(status int) {
 	}
 }
 
+// beforeAnswer runs as an answer starts with status: a write's success is
+// committed then. It reports false when that commit failed, and the answer
+// must be commitFailed instead.
+func (t *txn) beforeAnswer(status int) bool {
+	return !t.early || status >= 400 || t.commit() == nil
+}
+
 // commitFailed is the answer that replaces a success whose commit failed.
 var commitFailed = &failure{http.StatusServiceUnavailable, "unavailable", "the change could not be committed; nothing was applied", 0}
 
@@ -227,11 +234,7 @@ func (m *Middleware) HTTP(action string, anyOf []string, next http.Handler) http
 				t.finish(http.StatusInternalServerError)
 				panic(v)
 			}
-			if !sw.wrote && t.early && sw.status < 400 && t.commit() != nil {
-				writeFailure(w, commitFailed)
-			} else if !sw.wrote {
-				w.WriteHeader(sw.status)
-			}
+			_, _ = sw.Write(nil) // a handler that wrote no body starts its answer here
 			t.finish(sw.status)
 		}()
 		next.ServeHTTP(sw, r.WithContext(ctx))
@@ -265,14 +268,14 @@ func (s *statusWriter) WriteHeader(code int) { s.status = code }
 func (s *statusWriter) Write(b []byte) (int, error) {
 	if !s.wrote {
 		s.wrote = true
-		if s.t.early && s.status < 400 && s.t.commit() != nil {
+		if !s.t.beforeAnswer(s.status) {
 			s.failed = true
 			writeFailure(s.ResponseWriter, commitFailed)
 		} else {
 			s.ResponseWriter.WriteHeader(s.status)
 		}
 	}
-	if s.failed {
+	if s.failed || len(b) == 0 {
 		return len(b), nil
 	}
 	return s.ResponseWriter.Write(b)
@@ -290,7 +293,7 @@ func (g *ginCommitWriter) before() bool {
 	if g.failed {
 		return false
 	}
-	if g.t.early && !g.ResponseWriter.Written() && g.ResponseWriter.Status() < 400 && g.t.commit() != nil {
+	if !g.ResponseWriter.Written() && !g.t.beforeAnswer(g.ResponseWriter.Status()) {
 		g.failed = true
 		h := g.ResponseWriter.Header()
 		h.Del("Content-Length")

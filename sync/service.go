@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	gosync "sync"
 	"time"
 
@@ -95,22 +96,13 @@ func (s *Service) clients() []string {
 		if r.ClientRole == "" {
 			continue
 		}
-		c := r.ClientRole[:indexByte(r.ClientRole, ':')]
+		c, _, _ := strings.Cut(r.ClientRole, ":")
 		if !seen[c] {
 			seen[c] = true
 			out = append(out, c)
 		}
 	}
 	return out
-}
-
-func indexByte(s string, b byte) int {
-	for i := 0; i < len(s); i++ {
-		if s[i] == b {
-			return i
-		}
-	}
-	return len(s)
 }
 
 // maxConfirm bounds the per-user reads that confirm a snapshot's absences.

@@ -351,7 +351,7 @@ func (d *Decisions) forwardAuth(c *gin.Context) {
 	mh, uh := d.ForwardAuth.OriginalHeaders()
 	method, uri := c.Request.Method, ""
 	switch {
-	case d.ForwardAuth.Proxy == "envoy":
+	case uh == "": // envoy: the original request is this request
 		uri = "/" + strings.TrimPrefix(c.Param("path"), "/")
 		if c.Request.URL.RawQuery != "" {
 			uri += "?" + c.Request.URL.RawQuery
@@ -364,7 +364,7 @@ func (d *Decisions) forwardAuth(c *gin.Context) {
 	}
 	if method == "" || uri == "" {
 		d.Metrics.Decisions.WithLabelValues("forward_auth", "denied").Inc()
-		Error(c, http.StatusBadRequest, "bad_request", "the proxy sent no "+strings.TrimPrefix(mh+" or ", " or ")+uh+" header: set forward_auth.proxy to the proxy in front")
+		Error(c, http.StatusBadRequest, "bad_request", "the proxy sent no "+mh+" or "+uh+" header: set forward_auth.proxy to the proxy in front")
 		return
 	}
 	p := uri
