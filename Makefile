@@ -67,6 +67,10 @@ bench: up build tools ## benchmarks with their references (make bench BENCH=Deci
 	$(WITH_ENV) $(BIN) migrate up
 	$(WITH_ENV) $(GO) test -run='^$$' -bench='$(or $(BENCH),.)' -benchmem -count=1 -timeout 60m ./...
 
+.PHONY: bench-scale
+bench-scale: up ## full sync of a generated realm of SIZE users (default 100000, built once) beside a plain read: time, requests, peak RSS
+	$(WITH_ENV) KEYBRIDGE_BENCH_SIZE=$(or $(SIZE),100000) $(GO) test -run='^$$' -bench='^BenchmarkFullSyncScale$$' -benchtime=1x -count=1 -timeout 180m ./sync/
+
 .PHONY: reliability
 reliability: up build ## hostile tokens, forged webhooks, long fuzzing, injected faults, tenant isolation: prints a summary
 	deploy/local/reset-realm

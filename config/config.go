@@ -48,6 +48,14 @@ type Server struct {
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// ReadHeaderTimeout protects against slow clients.
 	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	// ReadTimeout bounds reading a whole request, body included.
+	ReadTimeout time.Duration `yaml:"read_timeout"`
+	// WriteTimeout bounds a request from the end of its headers to the end
+	// of its answer; the audit export moves its own deadline to
+	// audit.export_max_duration.
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+	// IdleTimeout closes a kept-alive connection idle this long.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	// TrustedProxies are CIDRs whose X-Forwarded-* headers are believed.
 	TrustedProxies []string `yaml:"trusted_proxies"`
 	// GCPercent is the Go garbage collector's target (what GOGC sets) for
@@ -103,6 +111,9 @@ type Keycloak struct {
 	PageSize int `yaml:"page_size"`
 	// Retries is how many times a failed idempotent request is retried with backoff.
 	Retries int `yaml:"retries"`
+	// Concurrency bounds the admin API requests a full sync has in flight
+	// at once (per-user role mappings, role holders, group members).
+	Concurrency int `yaml:"concurrency"`
 }
 
 // Auth is local token verification.
@@ -119,6 +130,13 @@ type Auth struct {
 	MaxTokenBytes int `yaml:"max_token_bytes"`
 	// JWKSRefreshInterval is the minimum time between refetches caused by an unknown kid.
 	JWKSRefreshInterval time.Duration `yaml:"jwks_refresh_interval"`
+	// JWKSMaxAge is how often the JWKS is refetched in the background: a
+	// key removed from it stops verifying, cached tokens included, within
+	// this and one fetch.
+	JWKSMaxAge time.Duration `yaml:"jwks_max_age"`
+	// MaxTokenLifetime refuses tokens whose exp - iat is longer (without
+	// iat: whose exp is further than this from now).
+	MaxTokenLifetime time.Duration `yaml:"max_token_lifetime"`
 	// CacheSize bounds the cache of verified tokens.
 	CacheSize int `yaml:"cache_size"`
 	// IntrospectionClients may call /oauth2/introspect with HTTP Basic.
@@ -183,6 +201,12 @@ type Webhook struct {
 type Check struct {
 	// MaxBatch is the largest {"checks":[...]} accepted.
 	MaxBatch int `yaml:"max_batch"`
+	// AllowAnonymous evaluates a /v1/check request that carries no
+	// Authorization header at all as the Public pseudo role (allowed only
+	// where Public holds the permission; the shipped presets give it none).
+	// Off, such a request is 401. A token that fails verification is 401
+	// either way.
+	AllowAnonymous bool `yaml:"allow_anonymous"`
 }
 
 // ForwardAuth maps proxied requests onto permissions.
@@ -201,6 +225,12 @@ type ForwardAuth struct {
 	// Only that pair is read: a proxy passes the client's other headers
 	// through, so any fallback would let a client name the URI checked.
 	Proxy string `yaml:"proxy"`
+	// AllowAnonymous evaluates a request without an Authorization header
+	// on a route with any_of as the Public pseudo role: allowed only where
+	// Public holds one of the permissions, otherwise 401. Off, such a
+	// request is 401. Routes without any_of (any authenticated caller) and
+	// default: authenticated always need a valid token.
+	AllowAnonymous bool `yaml:"allow_anonymous"`
 }
 
 // OriginalHeaders are the method and URI headers Proxy sets; both are ""
@@ -240,6 +270,10 @@ type RateLimit struct {
 	PerSubject Bucket `yaml:"per_subject"`
 	// PerClient limits each client address (or introspection client).
 	PerClient Bucket `yaml:"per_client"`
+	// Unauthenticated limits refusals before authentication (no or an
+	// invalid token, on the management and decision routes) per client
+	// address; beyond it they are answered 429 and not audited.
+	Unauthenticated Bucket `yaml:"unauthenticated"`
 	// Routes overrides the per-subject bucket for a route ("POST /v1/check").
 	Routes map[string]Bucket `yaml:"routes"`
 }
@@ -262,21 +296,29 @@ type Audit struct {
 	FlushInterval time.Duration `yaml:"flush_interval"`
 	// AllowedChecks also audits allowed /v1/check decisions (denied ones always are).
 	AllowedChecks bool `yaml:"allowed_checks"`
+	// ExportMaxConcurrent is how many CSV/NDJSON exports of the audit log
+	// stream at once, each holding one runtime-pool connection; another is
+	// answered 503 with Retry-After.
+	ExportMaxConcurrent int `yaml:"export_max_concurrent"`
+	// ExportMaxDuration cuts an export still streaming after it.
+	ExportMaxDuration time.Duration `yaml:"export_max_duration"`
 }
 
 // Default returns a config with every default filled in.
 func Default() Config {
 	return Config{
-		Server:   Server{Listen: "127.0.0.1:8080", ShutdownTimeout: 15 * time.Second, ReadHeaderTimeout: 5 * time.Second, GCPercent: 400},
+		Server:   Server{Listen: "127.0.0.1:8080", ShutdownTimeout: 15 * time.Second, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute, GCPercent: 400},
 		Log:      Log{Level: "info", Format: "json"},
 		Database: Database{MaxConns: 20},
-		Keycloak: Keycloak{Realm: "", ClientID: "keybridge", Timeout: 10 * time.Second, PageSize: 200, Retries: 3},
+		Keycloak: Keycloak{Realm: "", ClientID: "keybridge", Timeout: 10 * time.Second, PageSize: 200, Retries: 3, Concurrency: 4},
 		Auth: Auth{
 			Audiences:           []string{"keybridge"},
 			Algorithms:          []string{"RS256"},
 			Leeway:              30 * time.Second,
 			MaxTokenBytes:       16 << 10,
 			JWKSRefreshInterval: 30 * time.Second,
+			JWKSMaxAge:          5 * time.Minute,
+			MaxTokenLifetime:    24 * time.Hour,
 			CacheSize:           10000,
 		},
 		Sync: Sync{
@@ -292,8 +334,8 @@ func Default() Config {
 			Proxy:   "nginx",
 			Headers: ForwardHeaders{User: "X-Auth-User", Tenant: "X-Auth-Tenant", Roles: "X-Auth-Roles"},
 		},
-		RateLimit: RateLimit{PerSubject: Bucket{Rate: 200, Burst: 400}, PerClient: Bucket{Rate: 1000, Burst: 2000}},
-		Audit:     Audit{QueueSize: 100000, BatchSize: 500, FlushInterval: 500 * time.Millisecond},
+		RateLimit: RateLimit{PerSubject: Bucket{Rate: 200, Burst: 400}, PerClient: Bucket{Rate: 1000, Burst: 2000}, Unauthenticated: Bucket{Rate: 20, Burst: 100}},
+		Audit:     Audit{QueueSize: 100000, BatchSize: 500, FlushInterval: 500 * time.Millisecond, ExportMaxConcurrent: 2, ExportMaxDuration: 5 * time.Minute},
 	}
 }
 

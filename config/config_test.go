@@ -87,6 +87,7 @@ func TestProblemsNameTheKeyAndTheFix(t *testing.T) {
 		{"refresh interval of zero", minimal, map[string]string{"KEYBRIDGE_KEYCLOAK_CLIENT_SECRET": "x", "KEYBRIDGE_AUTH_JWKS_REFRESH_INTERVAL": "0s"}, []string{"auth.jwks_refresh_interval: must be at least 1s"}},
 		{"no read header timeout", minimal, map[string]string{"KEYBRIDGE_KEYCLOAK_CLIENT_SECRET": "x", "KEYBRIDGE_SERVER_READ_HEADER_TIMEOUT": "0s"}, []string{"server.read_header_timeout: must be positive"}},
 		{"audit batch of zero", minimal, map[string]string{"KEYBRIDGE_KEYCLOAK_CLIENT_SECRET": "x", "KEYBRIDGE_AUDIT_BATCH_SIZE": "0"}, []string{"audit.batch_size: must be at least 1"}},
+		{"no keycloak concurrency", minimal, map[string]string{"KEYBRIDGE_KEYCLOAK_CLIENT_SECRET": "x", "KEYBRIDGE_KEYCLOAK_CONCURRENCY": "0"}, []string{"keycloak.concurrency: 0 is out of range: use 1 to 64"}},
 		{"list from the environment", minimal, map[string]string{"KEYBRIDGE_KEYCLOAK_CLIENT_SECRET": "x", "KEYBRIDGE_AUTH_INTROSPECTION_CLIENTS": "gw:secret"}, []string{"auth.introspection_clients (from KEYBRIDGE_AUTH_INTROSPECTION_CLIENTS): this key cannot be set from the environment"}},
 		{"secret set twice", minimal, map[string]string{"KEYBRIDGE_KEYCLOAK_CLIENT_SECRET": "x", "KEYBRIDGE_KEYCLOAK_CLIENT_SECRET_FILE": "/dev/null"}, []string{"keycloak.client_secret: set both directly"}},
 		{"unknown proxy", minimal, map[string]string{"KEYBRIDGE_KEYCLOAK_CLIENT_SECRET": "x", "KEYBRIDGE_FORWARD_AUTH_PROXY": "caddy"}, []string{`forward_auth.proxy: "caddy" is not nginx, traefik or envoy`}},

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net"
+	"net/http"
 	"net/url"
 	"slices"
 	"strings"
@@ -99,6 +100,9 @@ func (c *Config) Validate() []error {
 	if c.Keycloak.Retries < 0 {
 		add("keycloak.retries", "must not be negative")
 	}
+	if c.Keycloak.Concurrency < 1 || c.Keycloak.Concurrency > 64 {
+		add("keycloak.concurrency", "%d is out of range: use 1 to 64 (4 is usual; each is one admin API request in flight during a full sync)", c.Keycloak.Concurrency)
+	}
 
 	if c.Auth.Issuer != "" {
 		if u, err := url.Parse(c.Auth.Issuer); err != nil || u.Scheme == "" || u.Host == "" {
@@ -124,6 +128,21 @@ func (c *Config) Validate() []error {
 	}
 	if c.Server.ReadHeaderTimeout <= 0 {
 		add("server.read_header_timeout", "must be positive: it protects against slow clients (5s is usual)")
+	}
+	if c.Server.ReadTimeout <= 0 {
+		add("server.read_timeout", "must be positive: it bounds reading a whole request, so a client trickling a body cannot hold a connection (30s is usual)")
+	}
+	if c.Server.WriteTimeout <= 0 {
+		add("server.write_timeout", "must be positive: it bounds each answer, so a client that stops reading cannot hold a connection (1m is usual; audit exports have audit.export_max_duration)")
+	}
+	if c.Server.IdleTimeout <= 0 {
+		add("server.idle_timeout", "must be positive: it closes kept-alive connections left idle (2m is usual)")
+	}
+	if c.Auth.JWKSMaxAge < 10*time.Second || c.Auth.JWKSMaxAge > time.Hour {
+		add("auth.jwks_max_age", "%s is out of range: use 10s to 1h; a key removed from Keycloak keeps verifying this long (5m is usual)", c.Auth.JWKSMaxAge)
+	}
+	if c.Auth.MaxTokenLifetime < time.Minute {
+		add("auth.max_token_lifetime", "must be at least 1m: tokens whose exp is further than this from their iat are refused (24h is usual; Keycloak's access tokens live minutes)")
 	}
 	if c.Auth.MaxTokenBytes < 512 {
 		add("auth.max_token_bytes", "must be at least 512")
@@ -170,9 +189,22 @@ func (c *Config) Validate() []error {
 		add("forward_auth.proxy", "%q is not nginx, traefik or envoy: name the proxy that calls /v1/forward-auth", c.ForwardAuth.Proxy)
 	}
 	for i, r := range c.ForwardAuth.Routes {
-		if !strings.HasPrefix(r.Path, "/") {
-			add(fmt.Sprintf("forward_auth.routes[%d].path", i), "%q must start with /", r.Path)
+		if problem := routePathProblem(r.Path); problem != "" {
+			add(fmt.Sprintf("forward_auth.routes[%d].path", i), "%q %s", r.Path, problem)
 		}
+	}
+	seen := map[string]string{}
+	for _, h := range []struct{ key, name string }{{"user", c.ForwardAuth.Headers.User}, {"tenant", c.ForwardAuth.Headers.Tenant}, {"roles", c.ForwardAuth.Headers.Roles}} {
+		canon := http.CanonicalHeaderKey(h.name)
+		switch {
+		case !isHeaderName(h.name):
+			add("forward_auth.headers."+h.key, "%q is not a header name such as X-Auth-User", h.name)
+		case seen[canon] != "":
+			add("forward_auth.headers."+h.key, "%q is also forward_auth.headers.%s: each identity header needs its own name", h.name, seen[canon])
+		case slices.Contains([]string{"Authorization", "Cookie", "Host", "Content-Length", "Content-Type", "Connection", "Transfer-Encoding", "Set-Cookie", "Www-Authenticate", "Retry-After", "X-Auth-Error"}, canon):
+			add("forward_auth.headers."+h.key, "%q is a header with its own meaning: name the identity header, for example X-Auth-User", h.name)
+		}
+		seen[canon] = h.key
 	}
 	if c.Audit.QueueSize < 1 {
 		add("audit.queue_size", "must be at least 1 (100000 is usual)")
@@ -183,7 +215,56 @@ func (c *Config) Validate() []error {
 	if c.Audit.FlushInterval <= 0 {
 		add("audit.flush_interval", "must be positive (500ms is usual)")
 	}
+	if c.Audit.ExportMaxConcurrent < 1 || (c.Database.MaxConns > 1 && c.Audit.ExportMaxConcurrent >= int(c.Database.MaxConns)) {
+		add("audit.export_max_concurrent", "%d is out of range: use at least 1 and fewer than database.max_conns (%d), so decisions and management keep connections while exports stream (2 is usual)", c.Audit.ExportMaxConcurrent, c.Database.MaxConns)
+	}
+	if c.Audit.ExportMaxDuration < time.Second {
+		add("audit.export_max_duration", "must be at least 1s: an export still streaming then is cut (5m is usual)")
+	}
 	return errs
+}
+
+// routePathProblem says why a forward_auth route path can never match a
+// canonical request path, or "" when it is fine. Request paths reaching a
+// route are canonical (decoded once; no dot or empty segments, no encoded
+// or raw delimiters, no parameters), so the pattern must be too; * and **
+// are whole segments, ** the last one.
+func routePathProblem(p string) string {
+	if !strings.HasPrefix(p, "/") {
+		return "must start with /"
+	}
+	if strings.Contains(p, "//") {
+		return "has an empty segment (//): request paths with duplicate slashes are refused, so it would never match"
+	}
+	segs := strings.Split(strings.Trim(p, "/"), "/")
+	for i, s := range segs {
+		switch {
+		case s == "." || s == "..":
+			return "has a dot segment: request paths with . or .. are refused, so it would never match"
+		case strings.ContainsAny(s, "%?#;\\"):
+			return "has %, ?, #, ; or \\: write the path decoded, without query, fragment or parameters"
+		case strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f }):
+			return "has a control character"
+		case s == "**" && i != len(segs)-1:
+			return "has ** before the last segment: ** matches a whole subtree, so it ends the path"
+		case strings.Contains(s, "*") && s != "*" && s != "**":
+			return "has * inside a segment: * matches one whole segment and ** a subtree; there are no partial globs"
+		}
+	}
+	return ""
+}
+
+// isHeaderName reports whether s is an HTTP field name (RFC 9110 token).
+func isHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("!#$%&'*+-.^_`|~", r)) {
+			return false
+		}
+	}
+	return true
 }
 
 // redactErr keeps a password in a DSN out of an error message.

@@ -29,10 +29,13 @@ func FactsFromClaims(claims map[string]any, paths ClaimPaths) Facts {
 		sort.Strings(f.ClientRoles)
 	}
 	for _, g := range claimStrings(lookup(claims, paths.Groups)) {
-		// Keycloak's group mapper without "full path" emits bare names;
-		// rules and tenants are written against paths.
+		// Keycloak's group mapper without "Full group path" emits bare
+		// names: "admins" for /customers/x/admins as for /admins. Taking one
+		// for a top-level path would hand a subgroup's members the top-level
+		// group's grants, so a bare name is dropped; rules, tenants and teams
+		// are full paths (the sync reads those from Keycloak itself).
 		if !strings.HasPrefix(g, "/") {
-			g = "/" + g
+			continue
 		}
 		f.Groups = append(f.Groups, g)
 	}

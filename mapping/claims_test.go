@@ -41,8 +41,8 @@ func TestFactsFromKeycloakClaims(t *testing.T) {
 			func(f mapping.Facts) bool { return slices.Equal(f.Organizations, []string{"acme", "globex"}) }},
 		{"organization as one string", `{"organization":"acme"}`, mapping.ClaimPaths{},
 			func(f mapping.Facts) bool { return slices.Equal(f.Organizations, []string{"acme"}) }},
-		{"group names without full path get a leading slash", `{"groups":["engineering"]}`, mapping.ClaimPaths{},
-			func(f mapping.Facts) bool { return slices.Equal(f.Groups, []string{"/engineering"}) }},
+		{"group names without full path are no paths and are dropped", `{"groups":["engineering","/sales"]}`, mapping.ClaimPaths{},
+			func(f mapping.Facts) bool { return slices.Equal(f.Groups, []string{"/sales"}) }},
 		{"numbers print as Keycloak stores attributes", `{"employee_no":1000000,"ratio":0.5,"active":true}`, mapping.ClaimPaths{},
 			func(f mapping.Facts) bool {
 				return slices.Equal(f.Attributes["employee_no"], []string{"1000000"}) &&
@@ -86,8 +86,8 @@ func TestOrganizationTenantFromEitherClaimShape(t *testing.T) {
 }
 
 func TestClaimRulesOnWellKnownClaimsReadTheParsedFacts(t *testing.T) {
-	// "groups" in a token may lack the leading slash; the rule sees the
-	// parsed path, as sync does.
+	// The rule sees the parsed facts, as sync does: full group paths only
+	// (a bare name such as "admins" could be any group of that name).
 	e, err := mapping.New(mapping.Config{Rules: []mapping.Rule{
 		{Claim: "groups", Equals: ptr("/ops"), GrantRole: "Operator"},
 		{Claim: "organization", In: []string{"acme"}, GrantRole: "Viewer"},
@@ -95,7 +95,7 @@ func TestClaimRulesOnWellKnownClaimsReadTheParsedFacts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := e.Resolve(mapping.FactsFromClaims(claimsJSON(t, `{"sub":"s","groups":["ops"],"organization":{"acme":{}}}`), mapping.ClaimPaths{}), nil, now)
+	g := e.Resolve(mapping.FactsFromClaims(claimsJSON(t, `{"sub":"s","groups":["/ops","admins"],"organization":{"acme":{}}}`), mapping.ClaimPaths{}), nil, now)
 	if !slices.Equal(g.Roles, []string{"Operator", "Viewer"}) {
 		t.Errorf("roles %v", g.Roles)
 	}

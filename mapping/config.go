@@ -16,6 +16,13 @@ type Config struct {
 	Rules []Rule `yaml:"rules"`
 	// Claims says where facts live in a token; Keycloak's layout by default.
 	Claims ClaimPaths `yaml:"claims"`
+	// AllowUserEditedAttributes lets keybridge start and sync although a
+	// user attribute the mapping reads (tenant.attribute, tenant.claim, a
+	// claim rule) is one users can edit themselves in Keycloak, so anyone
+	// can pick their own tenant or role. Off, that refuses start-up and
+	// every full sync; on, each is logged at WARN and counted in
+	// keybridge_mapping_user_editable_attributes. See AttributeInputs.
+	AllowUserEditedAttributes bool `yaml:"allow_user_edited_attributes"`
 }
 
 // TenantSource picks one way to find a subject's tenant.
@@ -44,7 +51,11 @@ type Rule struct {
 	ClientRole string `yaml:"client_role"`
 	// Group matches a group path: a literal segment matches itself, * any
 	// one segment, ** any number of segments (none included), so
-	// "/engineering/**" matches /engineering and everything under it.
+	// "/engineering/**" matches /engineering and everything under it. A
+	// pattern is a full path from the top: "/admins" is the top-level group
+	// only, never /customers/x/admins ("/**/admins" is that). In a token,
+	// only full paths count: a bare group name (Keycloak's group mapper with
+	// "Full group path" off) could be any group of that name and is ignored.
 	Group string `yaml:"group"`
 	// Organization matches a Keycloak organization alias.
 	Organization string `yaml:"organization"`
@@ -54,7 +65,9 @@ type Rule struct {
 	// Without equals, in or regex it matches when the claim has a value.
 	Claim string `yaml:"claim"`
 	// Equals, In and Regex compare the claim's value; a list claim matches
-	// when any element does. Set at most one.
+	// when any element does. Set at most one. Regex must match the whole
+	// value: it is compiled as ^(?:Regex)$, so "admin" does not match
+	// "not-an-admin" (write ".*admin.*" to match a part).
 	Equals *string  `yaml:"equals"`
 	In     []string `yaml:"in"`
 	Regex  string   `yaml:"regex"`

@@ -2,6 +2,7 @@ package mapping
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -161,4 +162,108 @@ func (e *Engine) MayGrant(g *Grant, r Role, tenant string, now time.Time) string
 		}
 	}
 	return ""
+}
+
+// MayGrantUntil is the grant ceiling for assignments, the one every path
+// that creates, changes or removes an assignment applies (the management
+// API, the CLI through the same service, invitations and their teams): the
+// caller may give role r in tenant, lasting until expires (zero: for good),
+// only if MayGrant allows it now and the caller will still hold everything
+// it needs for as long as the assignment lasts. So a caller grants for good
+// only what it holds for good (every permission and bypass the role needs
+// held by a lasting source, not a temporary assignment); a temporary holder
+// grants only temporary assignments ending no later than its own (the
+// earliest expiry among the sources it needs). Otherwise a temporary grant
+// could make itself, or someone else, permanent. It returns "" when
+// allowed, else why not.
+func (e *Engine) MayGrantUntil(g *Grant, r Role, tenant string, expires, now time.Time) string {
+	if why := e.MayGrant(g, r, tenant, now); why != "" {
+		return why
+	}
+	// Sources only ever end, so what is held at the assignment's last
+	// instant is held all the way there.
+	last := endOfTime
+	if !expires.IsZero() {
+		if !expires.After(now) {
+			return fmt.Sprintf("role %s: expiry %s is not in the future", r.Name, expires.UTC().Format(time.RFC3339))
+		}
+		last = expires.Add(-time.Nanosecond)
+	}
+	if e.MayGrant(g, r, tenant, last) == "" {
+		return ""
+	}
+	until := e.heldUntil(g, r, tenant, now)
+	at := until.UTC().Format(time.RFC3339)
+	if expires.IsZero() {
+		return fmt.Sprintf("role %s: you hold what it carries only until %s, through a temporary grant; you may grant it only with an expiry no later than that", r.Name, at)
+	}
+	return fmt.Sprintf("role %s: expiry %s is after %s, when your own temporary grant of what it carries ends", r.Name, expires.UTC().Format(time.RFC3339), at)
+}
+
+// MayGrantHeld applies MayGrantUntil to everything held would give in
+// tenant, as one grant lasting until expires: each of its roles (a bypass
+// included), then the permissions rules give directly. It judges what a
+// set of facts grants someone, such as an invitation's Keycloak groups
+// with the roles they map to and the group rules that match them. held
+// should be resolved without a subject, so the Authenticated pseudo role
+// (which nobody grants) is not in it.
+func (e *Engine) MayGrantHeld(g, held *Grant, tenant string, expires, now time.Time) string {
+	if held == nil {
+		return ""
+	}
+	carried := map[string]bool{}
+	for _, name := range held.Roles {
+		r, ok := e.Role(name, tenant)
+		if !ok || r.Kind == KindPseudo {
+			continue
+		}
+		if why := e.MayGrantUntil(g, r, tenant, expires, now); why != "" {
+			return why
+		}
+		for _, p := range r.Permissions {
+			carried[p] = true
+		}
+	}
+	direct := Role{Name: "(permissions granted directly by rules)"}
+	for _, p := range held.Permissions {
+		if !carried[p] {
+			direct.Permissions = append(direct.Permissions, p)
+		}
+	}
+	if len(direct.Permissions) == 0 {
+		return ""
+	}
+	return e.MayGrantUntil(g, direct, tenant, expires, now)
+}
+
+// endOfTime is later than any expiry: only lasting sources count there.
+var endOfTime = time.Unix(1<<62, 0)
+
+// heldUntil is the instant the caller stops being able to grant r: the
+// first expiry of a temporary source after which MayGrant refuses. Called
+// only when r is grantable at now and not for good.
+func (e *Engine) heldUntil(g *Grant, r Role, tenant string, now time.Time) time.Time {
+	var ends []time.Time
+	add := func(s *source) {
+		if s != nil && !s.until.IsZero() && s.until.After(now) {
+			ends = append(ends, s.until)
+		}
+	}
+	for _, hs := range g.holds {
+		for i := range hs {
+			add(hs[i].src)
+		}
+	}
+	for _, s := range g.policy {
+		add(s)
+	}
+	add(g.global.src)
+	add(g.tenant.src)
+	slices.SortFunc(ends, time.Time.Compare)
+	for _, t := range ends {
+		if e.MayGrant(g, r, tenant, t) != "" {
+			return t
+		}
+	}
+	return endOfTime
 }

@@ -86,6 +86,7 @@ type Engine struct {
 	protected  string
 	system     []*role          // the preset's order: highest first
 	roles      map[string]*role // system and pseudo roles by name
+	roleNames  []string         // the keys of roles, which no custom role may take in any case
 	custom     map[customKey]*role
 	authn      *role // the pseudo role every verified subject holds, or nil
 	public     *role // the pseudo role of anonymous callers, or nil
@@ -191,6 +192,10 @@ func compile(cfg Config) (*Engine, []error) {
 			add(key, "role names must be unique and non-empty")
 			continue
 		}
+		if err := ValidRoleName(pr.Name); err != nil {
+			add(key, "%v", err)
+			continue
+		}
 		r := &role{Role: Role{Name: pr.Name, Description: pr.Description, Kind: KindSystem, Permissions: perms, Bypass: pr.Bypass}, rank: i}
 		r.ids = idsOf(x, perms)
 		e.system = append(e.system, r)
@@ -207,6 +212,10 @@ func compile(cfg Config) (*Engine, []error) {
 			add(key, "role names must be unique and non-empty")
 			continue
 		}
+		if err := ValidRoleName(pr.Name); err != nil {
+			add(key, "%v", err)
+			continue
+		}
 		r := &role{Role: Role{Name: pr.Name, Description: pr.Description, Kind: KindPseudo, Permissions: perms}, rank: len(p.Roles) + 1}
 		r.ids = idsOf(x, perms)
 		e.roles[r.Name] = r
@@ -219,6 +228,10 @@ func compile(cfg Config) (*Engine, []error) {
 			add(key, "kind %q is not authenticated or public", pr.Kind)
 		}
 	}
+	for name := range e.roles {
+		e.roleNames = append(e.roleNames, name)
+	}
+	sort.Strings(e.roleNames)
 	for k, pol := range p.Policies {
 		if r, ok := e.roles[pol.RequireRole]; pol.Prefix == "" || !ok || r.Kind != KindSystem {
 			add(fmt.Sprintf("%s policies[%d]", presetKey, k), "needs a prefix and a system role, not %q", pol.RequireRole)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"sort"
 	"strings"
-	"unicode"
 )
 
 // WithCustomRoles returns an engine that also knows these tenant custom
@@ -48,20 +47,16 @@ func CheckLastOwner(e *Engine, ownersInTenant int, removingOwner bool) error {
 }
 
 // NewCustomRole builds a tenant's custom role from catalog permissions. Its
-// name may not be a system or pseudo role's: assignments and app.role carry
-// role names, and one name must mean one set.
+// name must pass ValidCustomRoleName and is never trimmed or rewritten: it
+// may not be a reserved word or a system or pseudo role's name in any case,
+// since assignments, app.role, app.roles and X-Auth-Roles carry role names
+// and one name must mean one set.
 func NewCustomRole(e *Engine, name, tenant string, perms []string) (Role, error) {
-	name = strings.TrimSpace(name)
-	switch {
-	case name == "" || len(name) > 64:
-		return Role{}, fmt.Errorf("%w: name must be 1 to 64 characters", ErrInvalidRole)
-	case strings.IndexFunc(name, unicode.IsControl) >= 0:
-		return Role{}, fmt.Errorf("%w: name must not hold control characters", ErrInvalidRole)
-	case tenant == "":
-		return Role{}, fmt.Errorf("%w: a custom role belongs to a tenant", ErrInvalidRole)
+	if err := validCustomRoleName(name, e.roleNames); err != nil {
+		return Role{}, err
 	}
-	if r, ok := e.roles[name]; ok {
-		return Role{}, fmt.Errorf("%w: %q is a %s role: choose another name", ErrImmutable, name, r.Kind)
+	if tenant == "" {
+		return Role{}, fmt.Errorf("%w: a custom role belongs to a tenant", ErrInvalidRole)
 	}
 	set := map[string]bool{}
 	for _, p := range perms {

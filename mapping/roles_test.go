@@ -17,8 +17,8 @@ func TestCustomRoleCreation(t *testing.T) {
 	}{
 		{"catalog permissions", "Release Manager", "acme", []string{"workflows.deploy_prod", "workflows.read"}, nil},
 		{"a name with a space", "Support Lead", "acme", []string{"people.view"}, nil},
-		{"a system role's name", "Owner", "acme", []string{"workflows.read"}, mapping.ErrImmutable},
-		{"End User is a system role too", "End User", "acme", []string{"workflows.read"}, mapping.ErrImmutable},
+		{"a system role's name", "Owner", "acme", []string{"workflows.read"}, mapping.ErrReservedRoleName},
+		{"End User is a system role too", "End User", "acme", []string{"workflows.read"}, mapping.ErrReservedRoleName},
 		{"a permission outside the catalog", "Rocketeer", "acme", []string{"rockets.launch"}, mapping.ErrUnknownPermission},
 		{"another preset's permission", "Former", "acme", []string{"forms.create"}, mapping.ErrUnknownPermission},
 		{"no permissions", "Empty", "acme", nil, mapping.ErrInvalidRole},
@@ -42,7 +42,7 @@ func TestCustomRoleCreation(t *testing.T) {
 func TestDuplicateAsCustomCopiesPermissionsNotBypass(t *testing.T) {
 	for _, tt := range []struct{ preset, system string }{{"fastn", "Developer"}, {"fastn", "End User"}, {"endatix", "Admin"}} {
 		e := engine(t, tt.preset)
-		dup, err := mapping.DuplicateRole(e, tt.system, tt.system+" (copy)", "acme")
+		dup, err := mapping.DuplicateRole(e, tt.system, tt.system+" Copy", "acme")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -78,11 +78,17 @@ func (e *Engine) compileRule(i int, r Rule) (compiledRule, []error) {
 	if r.Regex != "" {
 		conds++
 		what += " regex " + r.Regex
-		re, err := regexp.Compile(r.Regex)
-		if err != nil {
+		// The pattern must match the whole value: unanchored, "admin" would
+		// match "not-an-admin" and any value a user can put into a claim.
+		// The pattern compiles on its own first, so the wrapping can't
+		// rebalance a stray parenthesis into a different, valid pattern.
+		if _, err := regexp.Compile(r.Regex); err != nil {
 			add("regex", "%q does not compile: %v", r.Regex, err)
+		} else if re, err := regexp.Compile(`^(?:` + r.Regex + `)$`); err != nil {
+			add("regex", "%q does not compile anchored: %v", r.Regex, err)
+		} else {
+			cr.regex = re
 		}
-		cr.regex = re
 	}
 	if conds > 1 {
 		add("", "use only one of equals, in, regex")
@@ -135,7 +141,7 @@ type glob []string
 
 func compileGlob(g string) (glob, error) {
 	if !strings.HasPrefix(g, "/") {
-		return nil, fmt.Errorf("%q must start with / (a full group path)", g)
+		return nil, fmt.Errorf("%q must start with / (a full group path): write /%s to start at the top level, /**/%s to match at any depth", g, g, g)
 	}
 	segs := strings.Split(g[1:], "/")
 	var out glob
@@ -157,6 +163,9 @@ func compileGlob(g string) (glob, error) {
 // its cost is bounded by len(pattern) x len(path) however many ** a config
 // holds (backtracking would be exponential in them).
 func (g glob) match(path string) bool {
+	if !strings.HasPrefix(path, "/") {
+		return false // a bare group name is no path: it could sit anywhere in the tree
+	}
 	var buf [2][17]bool
 	cur, next := buf[0][:], buf[1][:]
 	if len(g)+1 > len(cur) {

@@ -184,7 +184,7 @@ func TestEveryMatcherKind(t *testing.T) {
 		{Group: "/engineering/**", GrantRole: "Viewer"},
 		{Claim: "department", Equals: ptr("ops"), GrantRole: "Operator"},
 		{Claim: "org.level", In: []string{"gold", "platinum"}, GrantPermissions: []string{"billing.view"}},
-		{Claim: "email", Regex: `@acme\.test$`, GrantPermissions: []string{"widget.use"}},
+		{Claim: "email", Regex: `.*@acme\.test`, GrantPermissions: []string{"widget.use"}},
 		{Organization: "acme", GrantPermissions: []string{"activity.view"}},
 		{Claim: "badge", GrantPermissions: []string{"people.view"}}, // presence
 		{RealmRole: "x", GrantRole: "Admin", Tenant: "globex"},

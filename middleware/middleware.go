@@ -10,6 +10,7 @@ package middleware
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -45,6 +46,7 @@ type Event struct {
 	Reason    string
 	Status    int
 	RequestID string
+	Client    string         // the client's address (ClientAddr, or c.ClientIP() in the Gin form)
 	Grant     *mapping.Grant // nil when the token was refused
 }
 
@@ -58,6 +60,19 @@ type Middleware struct {
 	Audit func(ctx context.Context, e Event)
 	// RequestID extracts the request id for audit rows.
 	RequestID func(r *http.Request) string
+	// Unauthenticated limits refusals before authentication (no or an
+	// invalid token) per client address; nil leaves them unlimited. Over
+	// the limit the answer is 429 with Retry-After instead of 401, and it
+	// goes to Throttled, not to Audit: a flood of bad tokens costs a
+	// bucket per address, never an audit entry per request.
+	Unauthenticated Limiter
+	// Throttled, when set, learns of each request Unauthenticated refused
+	// (for a metric).
+	Throttled func(ctx context.Context, e Event)
+	// ClientAddr gives the client address of a net/http request; nil takes
+	// the host of r.RemoteAddr. The Gin form uses c.ClientIP(), which
+	// believes X-Forwarded-For only from the engine's trusted proxies.
+	ClientAddr func(r *http.Request) string
 	// AuditSuccess also audits actions the handler completed; keybridge's
 	// own handlers audit their outcomes themselves and leave it off.
 	AuditSuccess bool
@@ -69,6 +84,7 @@ type ctxKey int
 const (
 	txKey ctxKey = iota
 	grantKey
+	txnKey
 )
 
 // Tx is the RLS-scoped transaction of the request.
@@ -96,9 +112,10 @@ type failure struct {
 	retry  time.Duration
 }
 
-// begin runs the five steps; on success the returned ctx carries the
-// transaction and the grant and done must be called with the status.
-func (m *Middleware) begin(r *http.Request, action string, anyOf []string) (context.Context, *txn, *failure) {
+// begin runs the five steps for a request from client (its address); on
+// success the returned ctx carries the transaction and the grant and done
+// must be called with the status.
+func (m *Middleware) begin(r *http.Request, client, action string, anyOf []string) (context.Context, *txn, *failure) {
 	ctx := r.Context()
 	now := time.Now()
 	if m.Now != nil {
@@ -106,23 +123,39 @@ func (m *Middleware) begin(r *http.Request, action string, anyOf []string) (cont
 	}
 	audit := func(g *mapping.Grant, outcome, reason string, status int) {
 		if m.Audit != nil {
-			e := Event{Action: action, Outcome: outcome, Reason: reason, Status: status, Grant: g}
+			e := Event{Action: action, Outcome: outcome, Reason: reason, Status: status, Client: client, Grant: g}
 			if m.RequestID != nil {
 				e.RequestID = m.RequestID(r)
 			}
 			m.Audit(ctx, e)
 		}
 	}
+	// A refusal before authentication costs the client's address a token
+	// of its bucket; with none left it is answered 429 and not audited.
+	refuse := func(reason string, f *failure) *failure {
+		if m.Unauthenticated != nil {
+			if ok, wait := m.Unauthenticated.Allow(client); !ok {
+				if m.Throttled != nil {
+					e := Event{Action: action, Outcome: "denied", Reason: reason, Status: http.StatusTooManyRequests, Client: client}
+					if m.RequestID != nil {
+						e.RequestID = m.RequestID(r)
+					}
+					m.Throttled(ctx, e)
+				}
+				return &failure{http.StatusTooManyRequests, "rate_limited", "too many requests without a valid token", wait}
+			}
+		}
+		audit(nil, "denied", reason, f.status)
+		return f
+	}
 	// 1 and 2: verify the token, extract the user context.
-	token, ok := bearer(r)
+	token, ok := Bearer(r)
 	if !ok {
-		audit(nil, "denied", "no bearer token", http.StatusUnauthorized)
-		return nil, nil, &failure{http.StatusUnauthorized, "unauthenticated", "a bearer token is required", 0}
+		return nil, nil, refuse("no bearer token", &failure{http.StatusUnauthorized, "unauthenticated", "a bearer token is required", 0})
 	}
 	g, err := m.Auth.Authenticate(ctx, token)
 	if err != nil {
-		audit(nil, "denied", "invalid token", http.StatusUnauthorized)
-		return nil, nil, &failure{http.StatusUnauthorized, "invalid_token", "the token is invalid or expired", 0}
+		return nil, nil, refuse("invalid token", &failure{http.StatusUnauthorized, "invalid_token", "the token is invalid or expired", 0})
 	}
 	// 3: the transaction under the caller's session variables.
 	ctx = rls.WithSession(ctx, SessionFor(g))
@@ -149,12 +182,32 @@ func (m *Middleware) begin(r *http.Request, action string, anyOf []string) (cont
 		}
 	}
 	ctx = context.WithValue(context.WithValue(ctx, txKey, tx), grantKey, g)
-	// Reads may stream from the transaction while they answer (an audit
-	// export), and have nothing to lose to a failed commit: only writes
-	// commit before they answer.
+	// Reads may stream from the transaction while they answer, and have
+	// nothing to lose to a failed commit: only writes commit before they
+	// answer.
 	early := r.Method != http.MethodGet && r.Method != http.MethodHead && r.Method != http.MethodOptions
-	return ctx, &txn{tx: tx, ctx: ctx, grant: g, audit: audit, auditSuccess: m.AuditSuccess, early: early}, nil
+	t := &txn{tx: tx, grant: g, audit: audit, auditSuccess: m.AuditSuccess, early: early}
+	ctx = context.WithValue(ctx, txnKey, t)
+	t.ctx = ctx
+	return ctx, t, nil
 }
+
+// Release commits the request's transaction before the handler ends, for a
+// handler that goes on at length without it — keybridge's audit export
+// streams from a transaction of its own, drawn from a bounded budget — so
+// the connection returns to the pool at once. Tx(ctx) must not be used
+// after. The middleware answers and audits as usual: a failed commit is
+// returned here and audited as a failure when the handler ends.
+func Release(ctx context.Context) error {
+	t, _ := ctx.Value(txnKey).(*txn)
+	if t == nil {
+		return ErrNoGrant
+	}
+	return t.commit()
+}
+
+// Release is the Gin form of Release.
+func (m *Middleware) Release(c *gin.Context) error { return Release(c.Request.Context()) }
 
 // txn ends a request's transaction. A write's success is committed before
 // the first byte of the answer leaves, so a client is never told 2xx for a
@@ -210,8 +263,16 @@ func (t *txn) beforeAnswer(status int) bool {
 // commitFailed is the answer that replaces a success whose commit failed.
 var commitFailed = &failure{http.StatusServiceUnavailable, "unavailable", "the change could not be committed; nothing was applied", 0}
 
-func bearer(r *http.Request) (string, bool) {
-	h := r.Header.Get("Authorization")
+// Bearer is the request's bearer token: exactly one Authorization header
+// with the Bearer scheme (RFC 6750). Several Authorization headers are
+// ambiguous — a proxy and the application might each read another one — so
+// they are refused, as is an empty token.
+func Bearer(r *http.Request) (string, bool) {
+	hs := r.Header.Values("Authorization")
+	if len(hs) != 1 {
+		return "", false
+	}
+	h := hs[0]
 	if len(h) < 7 || !strings.EqualFold(h[:7], "bearer ") {
 		return "", false
 	}
@@ -222,7 +283,7 @@ func bearer(r *http.Request) (string, bool) {
 // HTTP wraps a net/http handler.
 func (m *Middleware) HTTP(action string, anyOf []string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ctx, t, f := m.begin(r, action, anyOf)
+		ctx, t, f := m.begin(r, m.clientAddr(r), action, anyOf)
 		if f != nil {
 			writeFailure(w, f)
 			return
@@ -239,6 +300,18 @@ func (m *Middleware) HTTP(action string, anyOf []string, next http.Handler) http
 		}()
 		next.ServeHTTP(sw, r.WithContext(ctx))
 	})
+}
+
+// clientAddr is a net/http request's client address: ClientAddr's, or the
+// host of the connection's peer.
+func (m *Middleware) clientAddr(r *http.Request) string {
+	if m.ClientAddr != nil {
+		return m.ClientAddr(r)
+	}
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return host
+	}
+	return r.RemoteAddr
 }
 
 func writeFailure(w http.ResponseWriter, f *failure) {
@@ -264,6 +337,9 @@ type statusWriter struct {
 }
 
 func (s *statusWriter) WriteHeader(code int) { s.status = code }
+
+// Unwrap lets http.ResponseController reach the connection.
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 func (s *statusWriter) Write(b []byte) (int, error) {
 	if !s.wrote {
@@ -317,6 +393,10 @@ func (g *ginCommitWriter) WriteString(s string) (int, error) {
 	return g.ResponseWriter.WriteString(s)
 }
 
+// Unwrap lets http.ResponseController reach the connection (per-request
+// read and write deadlines).
+func (g *ginCommitWriter) Unwrap() http.ResponseWriter { return g.ResponseWriter }
+
 func (g *ginCommitWriter) WriteHeaderNow() {
 	if g.before() {
 		g.ResponseWriter.WriteHeaderNow()
@@ -327,7 +407,7 @@ func (g *ginCommitWriter) WriteHeaderNow() {
 // route's handler and ends the transaction after it.
 func (m *Middleware) Require(action string, anyOf ...string) gin.HandlerFunc {
 	return func(c *gin.Context) {
-		ctx, t, f := m.begin(c.Request, action, anyOf)
+		ctx, t, f := m.begin(c.Request, c.ClientIP(), action, anyOf)
 		if f != nil {
 			writeFailure(c.Writer, f)
 			c.Abort()

@@ -2,7 +2,8 @@
 // Security session variables. It is the one place where those variables are
 // set, for keybridge itself and for Go services that import it: every
 // variable is set with set_config(name, value, true), parameterized and
-// transaction-local, before the first query of the transaction runs.
+// transaction-local, before the first query of the transaction runs. A list
+// (app.roles) is a text[] literal, read with keybridge.current_roles().
 package rls
 
 import (
@@ -22,7 +23,8 @@ type Session struct {
 	UserID string `json:"app.user_id"`
 	// Role is app.role, the caller's highest role.
 	Role string `json:"app.role"`
-	// Roles is app.roles, every role, comma-separated.
+	// Roles is app.roles, every role, set as a PostgreSQL text[] literal
+	// ({"Viewer","Reader"}) and read with keybridge.current_roles().
 	Roles []string `json:"app.roles"`
 	// Platform is app.platform='on': only for a global-bypass role such as
 	// PlatformAdmin; it widens the policies to every tenant.
@@ -35,13 +37,36 @@ func (s Session) Vars() map[string]string {
 		"app.tenant_id": s.TenantID,
 		"app.user_id":   s.UserID,
 		"app.role":      s.Role,
-		"app.roles":     strings.Join(s.Roles, ","),
+		"app.roles":     textArray(s.Roles),
 		"app.platform":  "",
 	}
 	if s.Platform {
 		v["app.platform"] = "on"
 	}
 	return v
+}
+
+// textArray writes a PostgreSQL text[] literal with every element quoted
+// and '"' and '\' escaped: a comma, a brace, a quote or the word NULL in an
+// element is read back as part of that element, never as structure.
+func textArray(ss []string) string {
+	var b strings.Builder
+	b.WriteByte('{')
+	for i, s := range ss {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteByte('"')
+		for _, c := range []byte(s) {
+			if c == '"' || c == '\\' {
+				b.WriteByte('\\')
+			}
+			b.WriteByte(c)
+		}
+		b.WriteByte('"')
+	}
+	b.WriteByte('}')
+	return b.String()
 }
 
 type ctxKey struct{}

@@ -32,6 +32,7 @@ type Keycloak struct {
 	secret   string
 	pageSize int
 	retries  uint
+	conc     int
 	metrics  *metrics.Metrics
 
 	mu      gosync.Mutex
@@ -47,7 +48,10 @@ type KeycloakOptions struct {
 	Timeout                            time.Duration
 	PageSize                           int
 	Retries                            int
-	Metrics                            *metrics.Metrics
+	// Concurrency bounds the requests a snapshot has in flight at once
+	// (keycloak.concurrency); 1 when not positive.
+	Concurrency int
+	Metrics     *metrics.Metrics
 }
 
 // NewKeycloak returns a client; it does not dial.
@@ -59,7 +63,7 @@ func NewKeycloak(o KeycloakOptions) *Keycloak {
 		o.PageSize = 200
 	}
 	return &Keycloak{gc: gc, base: base, realm: o.Realm, clientID: o.ClientID, secret: o.ClientSecret,
-		pageSize: o.PageSize, retries: uint(max(o.Retries, 0)) + 1, metrics: o.Metrics}
+		pageSize: o.PageSize, retries: uint(max(o.Retries, 0)) + 1, conc: max(o.Concurrency, 1), metrics: o.Metrics}
 }
 
 // Requests counts admin-API requests made so far.
@@ -164,23 +168,68 @@ func fastBackoff() *backoff.ExponentialBackOff {
 
 // pages reads an offset-paged list until a short page.
 func pages[T any](ctx context.Context, k *Keycloak, op, path string, q url.Values) ([]T, error) {
-	var all []T
-	for first := 0; ; first += k.pageSize {
+	all, _, err := pagesUpTo[T](ctx, k, op, path, q, k.pageSize, 0, nil)
+	return all, err
+}
+
+// pagesUpTo reads an offset-paged list size entries at a time until a
+// short page (complete) or, when limit > 0, until first reaches limit
+// (incomplete: the list has at least limit entries). report, when not nil,
+// is told the length of each page.
+func pagesUpTo[T any](ctx context.Context, k *Keycloak, op, path string, q url.Values, size, limit int, report func(int)) (all []T, complete bool, err error) {
+	for first := 0; limit <= 0 || first < limit; first += size {
 		qq := url.Values{}
 		for key, v := range q {
 			qq[key] = v
 		}
 		qq.Set("first", strconv.Itoa(first))
-		qq.Set("max", strconv.Itoa(k.pageSize))
+		qq.Set("max", strconv.Itoa(size))
 		var page []T
 		if err := k.get(ctx, op, path, qq, &page); err != nil {
-			return nil, err
+			return nil, false, err
+		}
+		if report != nil {
+			report(len(page))
 		}
 		all = append(all, page...)
-		if len(page) < k.pageSize {
-			return all, nil
+		if len(page) < size {
+			return all, true, nil
 		}
 	}
+	return all, false, nil
+}
+
+// forEach calls fn for 0 <= i < n with at most keycloak.concurrency calls
+// under way at once. The first error cancels the calls not yet begun and
+// is returned once the running ones have ended.
+func (k *Keycloak) forEach(ctx context.Context, n int, fn func(ctx context.Context, i int) error) error {
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		next  atomic.Int64
+		wg    gosync.WaitGroup
+		once  gosync.Once
+		first error
+	)
+	for range min(k.conc, n) {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n || cctx.Err() != nil {
+					return
+				}
+				if err := fn(cctx, i); err != nil {
+					once.Do(func() { first = err; cancel() })
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if first != nil {
+		return first
+	}
+	return ctx.Err()
 }
 
 func scrub(err error) string {

@@ -44,6 +44,7 @@ type Service struct {
 	leaderMu gosync.Mutex
 	firstOK  chan struct{}
 	once     gosync.Once
+	progress progressSlot // the full run under way (Progress)
 
 	// Full runs asked for by events and webhooks (RequestFull).
 	reqMu        gosync.Mutex
@@ -115,7 +116,7 @@ const maxConfirm = 100
 // active person is read on its own; if Keycloak still has one, the realm is
 // read again, up to three times, and then the run fails, applying nothing.
 func (s *Service) consistentSnapshot(ctx context.Context) (*Snapshot, error) {
-	opts := SnapshotOptions{Clients: s.clients(), Organizations: s.Engine().Config().Tenant.Organization}
+	opts := SnapshotOptions{Clients: s.clients(), Organizations: s.Engine().Config().Tenant.Organization, Progress: s.observe}
 	for attempt := 1; ; attempt++ {
 		snap, err := s.KC.Snapshot(ctx, opts)
 		if err != nil {
@@ -210,6 +211,7 @@ func (s *Service) Run(ctx context.Context, o RunOptions) (*Result, error) {
 		return nil, fmt.Errorf("record the run: %w", err)
 	}
 	res.RunID = runID
+	defer s.startProgress(ctx, runID, start)()
 	finish := func(outcome string, runErr error) (*Result, error) {
 		res.Outcome = outcome
 		res.Duration = s.now().Sub(start)
@@ -231,6 +233,12 @@ func (s *Service) Run(ctx context.Context, o RunOptions) (*Result, error) {
 	}
 
 	before := s.KC.Requests()
+	// A mapping that reads attributes users can edit is refused before
+	// anything is read or applied.
+	if err := s.CheckAttributeSources(ctx); err != nil {
+		res.Requests = s.KC.Requests() - before
+		return finish("failure", err)
+	}
 	snap, err := s.consistentSnapshot(ctx)
 	res.Requests = s.KC.Requests() - before
 	if err != nil {
@@ -245,6 +253,7 @@ func (s *Service) Run(ctx context.Context, o RunOptions) (*Result, error) {
 
 	res.Phases = map[string]time.Duration{"snapshot": s.now().Sub(start)}
 	var outcome string
+	s.setPhase(PhasePlan)
 	err = pgx.BeginFunc(ctx, sys, func(tx pgx.Tx) error {
 		t0 := s.now()
 		// Serialise applies across replicas and runs: the plan is computed
@@ -271,6 +280,7 @@ func (s *Service) Run(ctx context.Context, o RunOptions) (*Result, error) {
 		}
 		plan := Diff(cur, want, mode == "additive", fresh...)
 		res.Phases["plan"] = s.now().Sub(t0)
+		s.setPhase(PhaseApply)
 		t0 = s.now()
 		defer func() { res.Phases["apply"] = s.now().Sub(t0) }()
 		res.Plan, res.Changes = plan, plan.Changes

@@ -4,9 +4,13 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/keybridge/keybridge/internal/store"
+	"github.com/keybridge/keybridge/mapping"
 )
 
 func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -29,5 +33,35 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		fmt.Fprintf(stderr, "migrate: %v\n", err)
 		return 1
 	}
+	if fs.Arg(0) == "up" {
+		if err := reportRoleNames(ctx, *dsn, log); err != nil {
+			fmt.Fprintf(stderr, "migrate: %v\n", err)
+			return 1
+		}
+	}
 	return 0
+}
+
+// reportRoleNames warns about every stored custom role whose name breaks
+// mapping.ValidCustomRoleName (a row written before the rule, or by hand).
+// The rows are left as they are: the engine refuses to load them into any
+// grant, and the warning names each one and the fix.
+func reportRoleNames(ctx context.Context, dsn string, log *slog.Logger) error {
+	var roles []store.RoleRow
+	err := ownerTx(ctx, dsn, func(tx pgx.Tx) error {
+		var err error
+		roles, err = store.ListRoles(ctx, tx, mapping.KindCustom)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("check custom role names: %w", err)
+	}
+	for _, r := range roles {
+		if err := mapping.ValidCustomRoleName(r.Name); err != nil {
+			log.WarnContext(ctx, "custom role name breaks the naming rule; the role is not loaded into any grant until renamed",
+				"role_id", r.ID, "tenant", r.Tenant, "name", r.Name, "problem", err.Error(),
+				"fix", fmt.Sprintf(`rename it: PATCH /v1/roles/%s {"name": "<new name>"}, or as the owner UPDATE roles SET name = '<new name>' WHERE id = '%s'`, r.ID, r.ID))
+		}
+	}
+	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/keybridge/keybridge/internal/kcadmin"
+	"github.com/keybridge/keybridge/internal/manage"
 	"github.com/keybridge/keybridge/internal/store"
 )
 
@@ -85,9 +86,16 @@ func peopleList(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	return 0
 }
 
+// peopleAssign replaces a person's local roles in a tenant. The CLI acts
+// with the platform operator's authority (it connects as the database
+// owner, which holds every tenant's data), so the grant ceiling that bounds
+// API callers does not apply to it; the tenant rules do, through the same
+// function the API calls (manage.ReplaceLocalRoles): an expiry must be in
+// the future, and the tenant's last Owner keeps the role.
 func peopleAssign(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("people assign", stderr)
 	dsn := fs.String("database", ownerFlagDefault(), "schema owner connection string")
+	path := configFlag(fs)
 	person := fs.String("person", "", "person id (Keycloak user id) or username")
 	tenant := fs.String("tenant", "", "tenant the roles apply in")
 	roles := fs.String("roles", "", "comma-separated role names (replaces the person's local roles in the tenant)")
@@ -99,31 +107,34 @@ func peopleAssign(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		fmt.Fprintln(stderr, "people assign: --person and --tenant are required")
 		return 2
 	}
+	if *expires < 0 {
+		fmt.Fprintf(stderr, "people assign: --expires-in %s: must be positive (the grant must end in the future)\n", *expires)
+		return 2
+	}
+	engine, ok := engineFor(*path, "", stderr)
+	if !ok {
+		return 2
+	}
+	now := time.Now()
+	var want []manage.Requested
+	for _, name := range splitList(*roles) {
+		r := manage.Requested{Role: name}
+		if *expires > 0 {
+			t := now.Add(*expires)
+			r.ExpiresAt = &t
+		}
+		want = append(want, r)
+	}
 	err := ownerTx(ctx, *dsn, func(tx pgx.Tx) error {
 		var id string
 		if err := tx.QueryRow(ctx, `SELECT id FROM people WHERE id = $1 OR username = $1`, *person).Scan(&id); err != nil {
 			return fmt.Errorf("person %q: %w", *person, store.ErrNotFound)
 		}
-		var as []store.LocalAssignment
-		for _, name := range strings.Split(*roles, ",") {
-			if name = strings.TrimSpace(name); name == "" {
-				continue
-			}
-			r, err := store.FindRole(ctx, tx, name, *tenant)
-			if err != nil {
-				return fmt.Errorf("role %q: %w", name, err)
-			}
-			a := store.LocalAssignment{RoleID: r.ID, Tenant: *tenant, CreatedBy: "cli"}
-			if *expires > 0 {
-				t := time.Now().Add(*expires)
-				a.ExpiresAt = &t
-			}
-			as = append(as, a)
-		}
-		if err := store.ReplaceLocalAssignments(ctx, tx, id, *tenant, as); err != nil {
+		p, err := store.GetPerson(ctx, tx, id)
+		if err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, `SELECT pg_notify('keybridge_changed', json_build_object('kind', 'person', 'id', $1::text)::text)`, id)
+		_, err = manage.ReplaceLocalRoles(ctx, tx, engine, manage.Authority{Actor: "cli"}, p, *tenant, want, now)
 		return err
 	})
 	if err != nil {

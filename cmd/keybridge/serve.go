@@ -76,11 +76,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		srv.Ready = append(srv.Ready, f.ready...)
 	}
 
-	hs := &http.Server{
-		Handler:           srv.Handler(),
-		ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout,
-		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
-	}
+	hs := newHTTPServer(ctx, cfg.Server, srv.Handler())
 	ln, err := net.Listen("tcp", cfg.Server.Listen)
 	if err != nil {
 		return fmt.Errorf("server.listen %s: %w", cfg.Server.Listen, err)
@@ -143,6 +139,21 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	}
 	log.InfoContext(sctx, "stopped")
 	return serveErr
+}
+
+// newHTTPServer is the API's server with the configured timeouts: a
+// client that trickles its request, stops reading its answer or idles on a
+// kept-alive connection does not hold it past them. A handler that answers
+// at length on purpose (the audit export) moves its own write deadline.
+func newHTTPServer(ctx context.Context, c config.Server, h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: c.ReadHeaderTimeout,
+		ReadTimeout:       c.ReadTimeout,
+		WriteTimeout:      c.WriteTimeout,
+		IdleTimeout:       c.IdleTimeout,
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
 }
 
 // startDebug serves Go's profiler on its own listener (validated as

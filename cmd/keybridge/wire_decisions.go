@@ -29,13 +29,14 @@ func wireDecisions(ctx context.Context, d *deps) (feature, error) {
 	dir := &directory.Directory{Pool: d.store.SysPool(), Base: engine, Log: d.log, Interval: time.Minute}
 	writer := &audit.Writer{Pool: d.store.SysPool(), QueueSize: cfg.Audit.QueueSize, BatchSize: cfg.Audit.BatchSize,
 		FlushInterval: cfg.Audit.FlushInterval, Log: d.log, Depth: m.AuditQueueDepth, Dropped: m.AuditDropped,
-		Written: m.AuditWritten, WriteErrors: m.AuditWriteErrors}
+		Written: m.AuditWritten, WriteErrors: m.AuditWriteErrors, DroppedUnauthenticated: m.AuditDroppedUnauthenticated}
 	d.audit = writer
 	d.engine = dir.Engine
 
 	keys := &lazyVerifier{opt: auth.Options{
 		Issuer: cfg.IssuerURL(), Audiences: cfg.Auth.Audiences, Algorithms: cfg.Auth.Algorithms, Leeway: cfg.Auth.Leeway,
 		MaxTokenBytes: cfg.Auth.MaxTokenBytes, RefreshInterval: cfg.Auth.JWKSRefreshInterval,
+		MaxKeyAge: cfg.Auth.JWKSMaxAge, MaxLifetime: cfg.Auth.MaxTokenLifetime,
 		OnRefresh: func(outcome string) { m.JWKSRefreshes.WithLabelValues(outcome).Inc() },
 	}}
 	var verifier auth.TokenVerifier = keys
@@ -56,16 +57,28 @@ func wireDecisions(ctx context.Context, d *deps) (feature, error) {
 	}
 	perSubject := &ratelimit.Limiter{Rate: cfg.RateLimit.PerSubject.Rate, Burst: cfg.RateLimit.PerSubject.Burst}
 	perClient := &ratelimit.Limiter{Rate: cfg.RateLimit.PerClient.Rate, Burst: cfg.RateLimit.PerClient.Burst}
+	// One bucket per client address (IPv6 by /64) for refusals before
+	// authentication, shared by the management and decision routes; at most
+	// unauthenticatedKeys addresses are tracked, so endless addresses
+	// cannot grow it.
+	unauthenticated := &ratelimit.Limiter{Rate: cfg.RateLimit.Unauthenticated.Rate, Burst: cfg.RateLimit.Unauthenticated.Burst, MaxKeys: unauthenticatedKeys}
 	d.gate = &middleware.Middleware{
-		Auth:      resolver,
-		Decider:   func() middleware.Decider { return dir.Engine() },
-		DB:        d.store.AppPool(),
-		Limiter:   perSubject,
-		RequestID: func(r *http.Request) string { return r.Header.Get("X-Request-Id") },
+		Auth:    resolver,
+		Decider: func() middleware.Decider { return dir.Engine() },
+		DB:      d.store.AppPool(),
+		Limiter: perSubject,
+		// The id the server accepted (audit.ValidRequestID) or generated,
+		// never the caller's header as sent.
+		RequestID:       api.RequestIDOf,
+		Unauthenticated: ratelimit.ByAddress{L: unauthenticated},
+		Throttled: func(_ context.Context, e middleware.Event) {
+			m.RateLimited.WithLabelValues("unauthenticated", e.Action).Inc()
+		},
 		Audit: func(ctx context.Context, e middleware.Event) {
-			en := audit.Entry{OccurredAt: time.Now(), Action: e.Action, Outcome: e.Outcome, Reason: e.Reason, RequestID: e.RequestID, ActorName: "anonymous"}
+			en := audit.Entry{OccurredAt: time.Now(), Action: e.Action, Outcome: e.Outcome, Reason: e.Reason, RequestID: e.RequestID,
+				ClientAddr: e.Client, ActorName: "anonymous", Class: audit.Unauthenticated}
 			if e.Grant != nil {
-				en.TenantID, en.ActorID, en.ActorName = e.Grant.Tenant, e.Grant.Subject, e.Grant.Username
+				en.TenantID, en.ActorID, en.ActorName, en.Class = e.Grant.Tenant, e.Grant.Subject, e.Grant.Username, audit.Authenticated
 			}
 			if e.Status == http.StatusTooManyRequests {
 				m.RateLimited.WithLabelValues("subject", e.Action).Inc()
@@ -77,8 +90,9 @@ func wireDecisions(ctx context.Context, d *deps) (feature, error) {
 		},
 	}
 	dec := &api.Decisions{Log: d.log, Metrics: m, Identify: resolver, Engine: dir.Engine, Audit: writer,
-		Clients: cfg.Auth.IntrospectionClients, MaxBatch: cfg.Check.MaxBatch, ForwardAuth: cfg.ForwardAuth,
-		AuditAllow: cfg.Audit.AllowedChecks, PerSubject: perSubject, PerClient: perClient}
+		Clients: cfg.Auth.IntrospectionClients, MaxBatch: cfg.Check.MaxBatch, AllowAnonymousChecks: cfg.Check.AllowAnonymous, ForwardAuth: cfg.ForwardAuth,
+		AuditAllow: cfg.Audit.AllowedChecks, PerSubject: perSubject, PerClient: perClient,
+		Unauthenticated: unauthenticated}
 	return feature{
 		modules: []api.Module{dec},
 		ready: []api.ReadyCheck{
@@ -91,8 +105,13 @@ func wireDecisions(ctx context.Context, d *deps) (feature, error) {
 			{Name: "signing_keys", Check: func(ctx context.Context) error { _, err := keys.get(ctx); return err }},
 		},
 		background: []func(context.Context) error{dir.Run, writer.Run},
+		close:      keys.close,
 	}, nil
 }
+
+// unauthenticatedKeys bounds the client addresses rate_limit.unauthenticated
+// tracks (about 200 bytes each).
+const unauthenticatedKeys = 50000
 
 // lazyVerifier discovers the issuer on first use and retries at most every
 // few seconds while Keycloak is unreachable; once it has keys, verification
@@ -124,6 +143,15 @@ func (l *lazyVerifier) get(ctx context.Context) (*auth.Verifier, error) {
 	}
 	l.v, l.err = v, nil
 	return v, nil
+}
+
+// close stops the verifier's scheduled JWKS refreshes.
+func (l *lazyVerifier) close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.v != nil {
+		l.v.Close()
+	}
 }
 
 func (l *lazyVerifier) Verify(ctx context.Context, raw string) (*auth.Token, error) {

@@ -19,6 +19,9 @@ func wireManagement(_ context.Context, d *deps) (feature, error) {
 		Keycloak: kcadmin.New(cfg.Keycloak.URL, cfg.Keycloak.Realm, cfg.Keycloak.ClientID, cfg.Keycloak.ClientSecret, cfg.Keycloak.Timeout),
 		System:   d.store,
 		Audit:    d.audit,
+		// Exports draw from the runtime pool, at most ExportMaxConcurrent
+		// at once (validated below database.max_conns).
+		Export: api.AuditExport{DB: d.store.AppPool(), MaxConcurrent: cfg.Audit.ExportMaxConcurrent, MaxDuration: cfg.Audit.ExportMaxDuration},
 	}
 	return feature{modules: []api.Module{m}}, nil
 }

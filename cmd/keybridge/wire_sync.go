@@ -14,7 +14,7 @@ func newSyncService(d *deps) *ksync.Service {
 	cfg := d.cfg
 	kc := ksync.NewKeycloak(ksync.KeycloakOptions{URL: cfg.Keycloak.URL, Realm: cfg.Keycloak.Realm, ClientID: cfg.Keycloak.ClientID,
 		ClientSecret: cfg.Keycloak.ClientSecret, Timeout: cfg.Keycloak.Timeout, PageSize: cfg.Keycloak.PageSize,
-		Retries: cfg.Keycloak.Retries, Metrics: d.metrics})
+		Retries: cfg.Keycloak.Retries, Concurrency: cfg.Keycloak.Concurrency, Metrics: d.metrics})
 	return &ksync.Service{KC: kc, Store: d.store, Engine: d.engine, Metrics: d.metrics, Log: d.log, Audit: d.audit,
 		Mode: cfg.Sync.Mode, MaxRemovalShare: cfg.Sync.MaxRemovalShare, Timeout: cfg.Sync.Timeout, Schedule: cfg.Sync.Schedule,
 		Jitter: cfg.Sync.Jitter, OnStartup: cfg.Sync.OnStartup, EventsEnabled: cfg.Sync.Events.Enabled,
@@ -25,6 +25,11 @@ func newSyncService(d *deps) *ksync.Service {
 // sync and webhook routes.
 func wireSync(ctx context.Context, d *deps) (feature, error) {
 	svc := newSyncService(d)
+	// Tokens and syncs alike read the mapping's attributes: refuse to serve
+	// while users can edit them (mapping.allow_user_edited_attributes aside).
+	if err := svc.CheckAttributeSources(ctx); err != nil {
+		return feature{}, err
+	}
 	mod := &api.Sync{Log: d.log, Metrics: d.metrics, Service: svc, Store: d.store, Gate: d.gate,
 		Secret: []byte(d.cfg.Webhook.Secret), MaxBody: d.cfg.Webhook.MaxBodyBytes, Background: context.WithoutCancel(ctx),
 		Limit: &ratelimit.Limiter{Rate: d.cfg.Webhook.Rate, Burst: d.cfg.Webhook.Burst}, Audit: d.audit}

@@ -8,9 +8,9 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"path"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -41,20 +41,29 @@ type Decisions struct {
 	Clients     []config.Client // HTTP Basic callers of /oauth2/introspect
 	MaxBatch    int
 	ForwardAuth config.ForwardAuth
-	AuditAllow  bool
-	PerSubject  *ratelimit.Limiter
-	PerClient   *ratelimit.Limiter
-	Now         func() time.Time
+	// AllowAnonymousChecks is check.allow_anonymous.
+	AllowAnonymousChecks bool
+	AuditAllow           bool
+	PerSubject           *ratelimit.Limiter
+	PerClient            *ratelimit.Limiter
+	Now                  func() time.Time
+
+	anon        atomic.Pointer[anonymousGrant] // the Public grant of the current engine
+	warnedProxy atomic.Bool                    // limitProxied has warned
+
+	// Unauthenticated limits refusals before authentication per client
+	// address (rate_limit.unauthenticated); nil leaves them unlimited.
+	Unauthenticated *ratelimit.Limiter
 }
 
 // Register adds the decision routes.
 func (d *Decisions) Register(r gin.IRouter) {
 	r.POST("/oauth2/introspect", d.limitClient, d.introspect)
 	r.POST("/v1/check", d.limitClient, d.check)
-	r.GET("/v1/forward-auth", d.limitClient, d.forwardAuth)
+	r.GET("/v1/forward-auth", d.limitProxied, d.forwardAuth)
 	// Envoy's HTTP ext_authz sends the original method to path_prefix +
 	// the original path; only forward_auth.proxy envoy answers here.
-	r.Match(envoyMethods, "/v1/forward-auth/*path", d.limitClient, d.forwardAuth)
+	r.Match(envoyMethods, "/v1/forward-auth/*path", d.limitProxied, d.forwardAuth)
 	r.GET("/v1/me", d.limitClient, d.me)
 }
 
@@ -65,24 +74,43 @@ func (d *Decisions) now() time.Time {
 	return time.Now()
 }
 
+// limitClient takes a token from the bucket of the client address: the
+// socket's peer, or the address a trusted proxy (server.trusted_proxies)
+// names in X-Forwarded-For or X-Real-IP, as gin's ClientIP resolves it.
 func (d *Decisions) limitClient(c *gin.Context) {
 	if ok, wait := d.PerClient.Allow(c.ClientIP()); !ok {
 		d.rateLimited(c, "client", wait)
 	}
 }
 
+// limitProxied is limitClient for forward-auth, whose peer is always a
+// proxy. When no client address comes through (the proxy is not in
+// server.trusted_proxies, or sends no X-Forwarded-For), every client
+// behind it shares the proxy's one bucket: that is logged once.
+func (d *Decisions) limitProxied(c *gin.Context) {
+	if !d.warnedProxy.Load() && c.ClientIP() == c.RemoteIP() && d.Log != nil && d.warnedProxy.CompareAndSwap(false, true) {
+		d.Log.WarnContext(c.Request.Context(), "forward-auth: no client address from the proxy, so all its clients share one per-client rate-limit bucket; "+
+			"add the proxy's address to server.trusted_proxies and have it send X-Forwarded-For (docs/operations.md)", "proxy", c.RemoteIP())
+	}
+	d.limitClient(c)
+}
+
 func (d *Decisions) rateLimited(c *gin.Context, limiter string, wait time.Duration) {
 	d.Metrics.RateLimited.WithLabelValues(limiter, c.FullPath()).Inc()
 	c.Header("Retry-After", strconv.Itoa(int(wait/time.Second)+1))
+	if d.behindNginx(c) {
+		// auth_request would turn 429 into 500; a 403 naming the reason is
+		// mapped back to 429 by the documented error_page.
+		c.Header(authErrorHeader, "rate_limited")
+		Error(c, http.StatusForbidden, "rate_limited", "too many requests")
+		return
+	}
 	Error(c, http.StatusTooManyRequests, "rate_limited", "too many requests")
 }
 
 func bearerToken(c *gin.Context) string {
-	h := c.GetHeader("Authorization")
-	if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
-		return strings.TrimSpace(h[7:])
-	}
-	return ""
+	t, _ := middleware.Bearer(c.Request)
+	return t
 }
 
 // caller authenticates the bearer token of the request; on failure it has
@@ -90,12 +118,18 @@ func bearerToken(c *gin.Context) string {
 func (d *Decisions) caller(c *gin.Context) (identity.Caller, bool) {
 	raw := bearerToken(c)
 	if raw == "" {
+		if d.throttleUnauthenticated(c) {
+			return identity.Caller{}, false
+		}
 		c.Header("WWW-Authenticate", `Bearer realm="keybridge"`)
 		Error(c, http.StatusUnauthorized, "unauthenticated", "a bearer token is required")
 		return identity.Caller{}, false
 	}
 	who, err := d.Identify.Identify(c.Request.Context(), raw)
 	if err != nil {
+		if d.throttleUnauthenticated(c) {
+			return identity.Caller{}, false
+		}
 		c.Header("WWW-Authenticate", `Bearer realm="keybridge", error="invalid_token"`)
 		Error(c, http.StatusUnauthorized, "invalid_token", "the token is invalid, expired or revoked")
 		return identity.Caller{}, false
@@ -169,17 +203,25 @@ func ParseCheckBody(r io.Reader, maxBatch int) ([]checkRequest, bool, error) {
 }
 
 func (d *Decisions) check(c *gin.Context) {
-	who, ok := d.caller(c)
-	if !ok {
-		return
+	var g *mapping.Grant
+	engine := d.Engine()
+	if d.AllowAnonymousChecks && anonymousRequest(c) {
+		// check.allow_anonymous: no credentials at all is the Public
+		// pseudo role; a bad token still fails in caller.
+		g = d.anonymous(engine).grant
+	} else {
+		who, ok := d.caller(c)
+		if !ok {
+			return
+		}
+		g = who.Grant
 	}
 	list, single, err := ParseCheckBody(c.Request.Body, d.MaxBatch)
 	if err != nil {
 		Error(c, http.StatusBadRequest, "invalid_request", err.Error())
 		return
 	}
-	engine := d.Engine()
-	sess := middleware.SessionFor(who.Grant)
+	sess := middleware.SessionFor(g)
 	now := d.now()
 	answers := make([]CheckAnswer, len(list))
 	for i, ch := range list {
@@ -187,7 +229,7 @@ func (d *Decisions) check(c *gin.Context) {
 		if ch.Permission != "" {
 			anyOf = []string{ch.Permission}
 		}
-		dec := engine.Decide(who.Grant, mapping.Request{AnyOf: anyOf, Resource: ch.Resource, Now: now})
+		dec := engine.Decide(g, mapping.Request{AnyOf: anyOf, Resource: ch.Resource, Now: now})
 		answers[i] = CheckAnswer{Allowed: dec.Allowed, Permission: dec.Permission, Reason: dec.Reason, Session: sess}
 		outcome := "allowed"
 		if !dec.Allowed {
@@ -195,7 +237,7 @@ func (d *Decisions) check(c *gin.Context) {
 		}
 		d.Metrics.Decisions.WithLabelValues("check", outcome).Inc()
 		if !dec.Allowed || d.AuditAllow {
-			d.auditDecision(c, who.Grant, "check."+strings.Join(anyOf, "|"), ch.Resource, dec)
+			d.auditDecision(c, g, "check."+strings.Join(anyOf, "|"), ch.Resource, dec)
 		}
 	}
 	if single {
@@ -219,7 +261,11 @@ func (d *Decisions) auditDecision(c *gin.Context, g *mapping.Grant, action strin
 	if g.Global() && res.Tenant != "" {
 		tenant = res.Tenant
 	}
-	d.Audit.Record(c.Request.Context(), audit.Entry{OccurredAt: d.now(), TenantID: tenant, ActorID: g.Subject, ActorName: g.Username,
+	actor := g.Username
+	if g.Subject == "" {
+		actor = "anonymous" // the Public pseudo role
+	}
+	d.Audit.Record(c.Request.Context(), audit.Entry{OccurredAt: d.now(), TenantID: tenant, ActorID: g.Subject, ActorName: actor,
 		Action: truncate(action, 200), ResourceType: res.Type, ResourceID: res.ID, Outcome: outcome, RequestID: RequestID(c), Reason: dec.Reason})
 }
 
@@ -264,7 +310,7 @@ func (d *Decisions) introspect(c *gin.Context) {
 	cl := who.Token.Claims
 	out := introspection{Active: true, TokenType: "Bearer", Sub: who.Token.Subject, Exp: who.Token.Expiry.Unix(),
 		Scope: cl["scope"], ClientID: cl["azp"], Username: cl["preferred_username"], Aud: cl["aud"], Iss: cl["iss"], Jti: cl["jti"],
-		TenantID: who.Grant.Tenant, Roles: who.Grant.Roles, Permissions: who.Grant.Permissions, Teams: who.Grant.Teams}
+		TenantID: who.Grant.Tenant, Roles: who.Grant.Roles, Permissions: who.Grant.Permissions, Teams: d.Engine().TenantTeams(who.Grant)}
 	if !who.Token.IssuedAt.IsZero() {
 		out.Iat = who.Token.IssuedAt.Unix()
 	}
@@ -344,36 +390,20 @@ func (d *Decisions) me(c *gin.Context) {
 }
 
 // forwardAuth answers nginx auth_request, Traefik ForwardAuth and Envoy's
-// HTTP ext_authz: the original method and URI come from the one pair of
-// headers the configured proxy sets (forward_auth.proxy), and a route table
-// maps them to permissions.
+// HTTP ext_authz: the original method and URI come from the one place the
+// configured proxy puts them (forward_auth.proxy), the path is decoded once
+// and must be canonical (canonicalPath: anything else is 400, never
+// normalized into another route), and a route table maps it to
+// permissions. Every 2xx answer carries every identity header.
 func (d *Decisions) forwardAuth(c *gin.Context) {
-	mh, uh := d.ForwardAuth.OriginalHeaders()
-	method, uri := c.Request.Method, ""
-	switch {
-	case uh == "": // envoy: the original request is this request
-		uri = "/" + strings.TrimPrefix(c.Param("path"), "/")
-		if c.Request.URL.RawQuery != "" {
-			uri += "?" + c.Request.URL.RawQuery
-		}
-	case c.Param("path") != "":
-		Error(c, http.StatusNotFound, "not_found", "only forward_auth.proxy envoy sends the original path after /v1/forward-auth/")
-		return
-	default:
-		method, uri = c.GetHeader(mh), c.GetHeader(uh)
-	}
-	if method == "" || uri == "" {
-		d.Metrics.Decisions.WithLabelValues("forward_auth", "denied").Inc()
-		Error(c, http.StatusBadRequest, "bad_request", "the proxy sent no "+mh+" or "+uh+" header: set forward_auth.proxy to the proxy in front")
+	method, p, ok := d.originalRequest(c)
+	if !ok {
 		return
 	}
-	p := uri
-	if u, err := url.ParseRequestURI(uri); err == nil {
-		p = u.Path
-	}
-	p = path.Clean("/" + p)
+	engine := d.Engine()
 	route, matched := MatchRoute(d.ForwardAuth.Routes, method, p)
 	if matched && route.Public {
+		d.identityHeaders(c, "", "", d.anonymous(engine).roles)
 		c.Status(http.StatusOK)
 		return
 	}
@@ -382,13 +412,17 @@ func (d *Decisions) forwardAuth(c *gin.Context) {
 		Error(c, http.StatusForbidden, "forbidden", "no route allows this request")
 		return
 	}
+	if d.ForwardAuth.AllowAnonymous && len(route.AnyOf) > 0 && anonymousRequest(c) {
+		d.forwardAnonymous(c, engine, method, route)
+		return
+	}
 	who, ok := d.caller(c)
 	if !ok {
 		return
 	}
 	g := who.Grant
 	if len(route.AnyOf) > 0 {
-		dec := d.Engine().Decide(g, mapping.Request{AnyOf: route.AnyOf, Now: d.now()})
+		dec := engine.Decide(g, mapping.Request{AnyOf: route.AnyOf, Now: d.now()})
 		if !dec.Allowed || d.AuditAllow {
 			// Denials always; allowed ones too with audit.allowed_checks, as
 			// for /v1/check.
@@ -401,15 +435,100 @@ func (d *Decisions) forwardAuth(c *gin.Context) {
 		}
 	}
 	d.Metrics.Decisions.WithLabelValues("forward_auth", "allowed").Inc()
-	h := d.ForwardAuth.Headers
-	c.Header(h.User, g.Subject)
-	c.Header(h.Tenant, g.Tenant)
-	c.Header(h.Roles, strings.Join(g.Roles, ","))
+	d.identityHeaders(c, g.Subject, g.Tenant, RolesHeader(g.Roles))
 	c.Status(http.StatusOK)
 }
 
-// MatchRoute finds the first route for a method and a clean path. A route
-// path is exact, or ends in /** for a subtree; * matches one segment.
+// forwardAnonymous decides a route with any_of for a request without
+// credentials as the Public pseudo role (forward_auth.allow_anonymous).
+// Where Public holds none of the permissions the answer is 401, as without
+// the switch: the caller may sign in. That 401 is an authentication
+// challenge, not audited; an allowed decision is, with
+// audit.allowed_checks.
+func (d *Decisions) forwardAnonymous(c *gin.Context, engine *mapping.Engine, method string, route config.Route) {
+	a := d.anonymous(engine)
+	dec := engine.Decide(a.grant, mapping.Request{AnyOf: route.AnyOf, Now: d.now()})
+	if !dec.Allowed {
+		d.Metrics.Decisions.WithLabelValues("forward_auth", "denied").Inc()
+		c.Header("WWW-Authenticate", `Bearer realm="keybridge"`)
+		Error(c, http.StatusUnauthorized, "unauthenticated", "a bearer token is required: the Public role holds none of "+strings.Join(route.AnyOf, ", "))
+		return
+	}
+	if d.AuditAllow {
+		d.auditDecision(c, a.grant, "forward_auth."+strings.Join(route.AnyOf, "|"), mapping.Resource{Type: "route", ID: method + " " + route.Path}, dec)
+	}
+	d.Metrics.Decisions.WithLabelValues("forward_auth", "allowed").Inc()
+	d.identityHeaders(c, "", "", a.roles)
+	c.Status(http.StatusOK)
+}
+
+// originalRequest reads the original method and request-target where the
+// configured proxy puts them, exactly as the proxy received them, and
+// answers the method and the canonical path (decoded once). Behind Envoy
+// the target is this request's own, read from RequestURI: c.Param("path")
+// and URL.Path are already decoded, and decoding twice is how %3F became
+// a '?' that cut the path. On failure it has answered 400 (or 404) and
+// counted the reason.
+func (d *Decisions) originalRequest(c *gin.Context) (method, p string, ok bool) {
+	mh, uh := d.ForwardAuth.OriginalHeaders()
+	var target string
+	switch {
+	case uh == "": // envoy: the original request is this request
+		method, target = c.Request.Method, c.Request.RequestURI
+		if target == "" { // a request built in-process, not read off the wire
+			target = c.Request.URL.RequestURI()
+		}
+	case c.Param("path") != "":
+		Error(c, http.StatusNotFound, "not_found", "only forward_auth.proxy envoy sends the original path after /v1/forward-auth/")
+		return "", "", false
+	default:
+		mv, uv := c.Request.Header.Values(mh), c.Request.Header.Values(uh)
+		if len(mv) > 1 || len(uv) > 1 {
+			// The proxy sets one; a second is a client's passed through.
+			d.refuse(c, refusedDuplicateOriginal, "more than one "+mh+" or "+uh+" header: the proxy must set exactly one, replacing the client's")
+			return "", "", false
+		}
+		if len(mv) == 0 || len(uv) == 0 || mv[0] == "" || uv[0] == "" {
+			d.refuse(c, refusedNoOriginalURI, "the proxy sent no "+mh+" or "+uh+" header: set forward_auth.proxy to the proxy in front")
+			return "", "", false
+		}
+		method, target = mv[0], uv[0]
+	}
+	p, reason := canonicalPath(target)
+	if reason == "" && uh == "" {
+		rest, found := strings.CutPrefix(p, forwardAuthPrefix)
+		switch {
+		case !found:
+			reason = refusedNotOriginForm
+		case rest == "":
+			p = "/"
+		case rest[0] != '/':
+			reason = refusedNotOriginForm
+		default:
+			p = rest
+		}
+	}
+	if reason != "" {
+		d.refuse(c, reason, "the original path is not canonical ("+reason+"): it must be decoded once to a path without dot or empty segments, "+
+			"encoded /, ., ?, #, %, \\ or ;, path parameters, backslashes or control bytes")
+		return "", "", false
+	}
+	return method, p, true
+}
+
+// refuse answers 400 to a forward-auth request keybridge will not decide.
+func (d *Decisions) refuse(c *gin.Context, reason, msg string) {
+	d.Metrics.ForwardAuthRefused.WithLabelValues(reason).Inc()
+	if d.Log != nil {
+		d.Log.DebugContext(c.Request.Context(), "forward-auth request refused", "reason", reason, "request_id", RequestID(c))
+	}
+	Error(c, http.StatusBadRequest, "bad_request", msg)
+}
+
+// MatchRoute finds the first route for a method and a canonical path
+// (decoded once; see canonicalPath). A route path is exact, or ends in /**
+// for a subtree; * matches one segment. Paths match case-sensitively,
+// segment by segment; methods case-insensitively.
 func MatchRoute(routes []config.Route, method, p string) (config.Route, bool) {
 	segs := strings.Split(strings.Trim(p, "/"), "/")
 	for _, r := range routes {
@@ -451,8 +570,9 @@ func (d *Decisions) OpenAPIPaths() map[string]map[string]any {
 			"responses": map[string]any{"200": map[string]any{"description": "active with tenant_id, roles, permissions, teams; or inactive"},
 				"401": map[string]any{"description": "client authentication failed"}}}},
 		"/v1/check": {"post": op("Decide one check ({permission|any_of, resource}) or a batch ({checks:[...]}); answers allowed, reason and the session variables", nil, "200", "400")},
-		"/v1/forward-auth": {"get": map[string]any{"summary": "For reverse proxies: 200 with X-Auth-User, X-Auth-Tenant, X-Auth-Roles, or 401/403",
-			"responses": map[string]any{"200": map[string]any{"description": "allowed"}, "401": map[string]any{"description": "no or invalid token"}, "403": map[string]any{"description": "denied"}}}},
+		"/v1/forward-auth": {"get": map[string]any{"summary": "For reverse proxies: 200 with X-Auth-User, X-Auth-Tenant and X-Auth-Roles always present (empty: none; roles an RFC 8941 list of strings), or 400/401/403",
+			"responses": map[string]any{"200": map[string]any{"description": "allowed"}, "400": map[string]any{"description": "no original URI, or its path is not canonical"},
+				"401": map[string]any{"description": "no or invalid token"}, "403": map[string]any{"description": "denied; behind nginx also a rate limit, with X-Auth-Error: rate_limited"}}}},
 		"/v1/me":                  {"get": op("The caller's resolved identity", nil, "200")},
 		"/v1/forward-auth/{path}": envoyOps(),
 	}
@@ -465,8 +585,8 @@ func envoyOps() map[string]any {
 	ops := map[string]any{}
 	for _, m := range envoyMethods {
 		ops[strings.ToLower(m)] = map[string]any{"summary": "For Envoy's HTTP ext_authz (forward_auth.proxy envoy): the original method and path after the prefix",
-			"responses": map[string]any{"200": map[string]any{"description": "allowed"}, "401": map[string]any{"description": "no or invalid token"},
-				"403": map[string]any{"description": "denied"}, "404": map[string]any{"description": "forward_auth.proxy is not envoy"}}}
+			"responses": map[string]any{"200": map[string]any{"description": "allowed"}, "400": map[string]any{"description": "the original path is not canonical"},
+				"401": map[string]any{"description": "no or invalid token"}, "403": map[string]any{"description": "denied"}, "404": map[string]any{"description": "forward_auth.proxy is not envoy"}}}
 	}
 	return ops
 }

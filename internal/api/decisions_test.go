@@ -45,6 +45,12 @@ type decEnv struct {
 
 func newDecEnv(t testing.TB, jwksURL string) *decEnv {
 	t.Helper()
+	return newDecEnvWith(t, jwksURL, demoRules)
+}
+
+// newDecEnvWith syncs the demo realm under another mapping.
+func newDecEnvWith(t testing.TB, jwksURL string, rules mapping.Config) *decEnv {
+	t.Helper()
 	kc := testenv.RequireKeycloak(t)
 	db := testenv.NewDatabase(t)
 	ctx := context.Background()
@@ -53,7 +59,7 @@ func newDecEnv(t testing.TB, jwksURL string) *decEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(st.Close)
-	engine, err := mapping.New(demoRules)
+	engine, err := mapping.New(rules)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +94,8 @@ func newDecEnv(t testing.TB, jwksURL string) *decEnv {
 		Clients: []config.Client{{ID: "api", Secret: "api-secret"}}, MaxBatch: 100,
 		ForwardAuth: config.ForwardAuth{Default: "deny", Headers: config.ForwardHeaders{User: "X-Auth-User", Tenant: "X-Auth-Tenant", Roles: "X-Auth-Roles"},
 			Routes: []config.Route{{Path: "/public/**", Public: true}, {Methods: []string{"GET"}, Path: "/workflows/**", AnyOf: []string{"workflows.read"}},
-				{Methods: []string{"POST"}, Path: "/workflows/*/deploy", AnyOf: []string{"workflows.deploy_prod"}}}},
+				{Methods: []string{"POST"}, Path: "/workflows/*/deploy", AnyOf: []string{"workflows.deploy_prod"}},
+				{Methods: []string{"POST", "PUT", "DELETE"}, Path: "/workflows/**", AnyOf: []string{"workflows.update"}}}},
 		PerSubject: &ratelimit.Limiter{}, PerClient: &ratelimit.Limiter{}}
 	e.dec = dec
 	e.h = (&api.Server{Log: log, Metrics: m, Modules: []api.Module{dec}}).Handler()
@@ -357,7 +364,7 @@ func TestForwardAuthPaths(t *testing.T) {
 		{"viewer cannot deploy", "POST", "/workflows/1/deploy", victor, 403, nil},
 		{"developer deploys", "POST", "/workflows/1/deploy", dana, 200, nil},
 		{"unmapped route denied", "GET", "/admin", dana, 403, nil},
-		{"dot-dot does not escape", "GET", "/public/../workflows/1", "", 401, nil},
+		{"dot-dot is refused, not resolved", "GET", "/public/../workflows/1", "", 400, nil},
 		{"a client's X-Forwarded-Uri is not the URI checked", "POST", "/workflows/1/deploy", "", 401, map[string]string{"X-Forwarded-Uri": "/public/logo.png"}},
 		{"a client's X-Forwarded-Method is not the method checked", "POST", "/workflows/1/deploy", victor, 403, map[string]string{"X-Forwarded-Method": "GET"}},
 		{"no original URI from the proxy", "GET", "", dana, 400, nil},

@@ -18,6 +18,7 @@ import (
 
 	"github.com/keybridge/keybridge/internal/audit"
 	"github.com/keybridge/keybridge/internal/kcadmin"
+	"github.com/keybridge/keybridge/internal/manage"
 	"github.com/keybridge/keybridge/internal/store"
 	"github.com/keybridge/keybridge/mapping"
 )
@@ -39,6 +40,12 @@ type KeycloakAdmin interface {
 	SendInvitation(ctx context.Context, userID string) error
 	SetEnabled(ctx context.Context, userID string, enabled bool) error
 	DeleteUser(ctx context.Context, userID string) error
+	// GroupRoles lists the realm roles, and the named clients' roles
+	// ("client:role"), that membership in a group gives: composites and
+	// the parent groups' mappings included.
+	GroupRoles(ctx context.Context, groupID string, clients []string) (realm, client []string, err error)
+	// Enabled reports whether a user is enabled in Keycloak now.
+	Enabled(ctx context.Context, userID string) (bool, error)
 }
 
 // Permissions each management action needs (any of). Both presets are
@@ -66,6 +73,8 @@ type Management struct {
 	System *store.Store
 	Audit  audit.Recorder
 	Now    func() time.Time
+	// Export bounds the audit log's CSV and NDJSON exports.
+	Export AuditExport
 }
 
 // Register adds the management routes.
@@ -193,6 +202,8 @@ func (m *Management) placeFailed(c *gin.Context, action, email, why string) {
 // grant role r in tenant: only what the caller may do there itself, never a
 // wider bypass (mapping.Engine.MayGrant). It reports whether it refused.
 // Roles the engine does not know (Keycloak-only roles) carry nothing here.
+// It judges role definitions; assignments go through the ceiling with their
+// expiry (manage.ReplaceLocalRoles, manage.MayAssign).
 func (m *Management) refuseGrant(c *gin.Context, action, resType, resID string, r mapping.Role, tenant string) bool {
 	why := m.Engine().MayGrant(m.Gate.Grant(c), r, tenant, m.now())
 	if why == "" {
@@ -201,12 +212,6 @@ func (m *Management) refuseGrant(c *gin.Context, action, resType, resID string, 
 	m.record(c, action, resType, resID, audit.Denied, why)
 	Error(c, http.StatusForbidden, "forbidden", why)
 	return true
-}
-
-// refuseRole is refuseGrant for a stored role, by name.
-func (m *Management) refuseRole(c *gin.Context, action, resType, resID, name, tenant string) bool {
-	r, ok := m.Engine().Role(name, tenant)
-	return ok && m.refuseGrant(c, action, resType, resID, r, tenant)
 }
 
 type inviteRequest struct {
@@ -249,18 +254,23 @@ func (m *Management) invite(c *gin.Context) {
 		m.storeError(c, action, "role", req.Role, err)
 		return
 	}
-	if m.refuseRole(c, action, "person", email, role.Name, tenant) {
+	// An invitation's assignments last: the caller must hold the role for good.
+	by := manage.Authority{Grant: m.Gate.Grant(c)}
+	if m.refuse(c, action, "person", email, manage.MayAssign(m.Engine(), by, manage.RoleOf(m.Engine(), role), tenant, time.Time{}, m.now())) {
 		return
 	}
 	// Teams must be visible to the caller, i.e. inside the tenant.
 	groups := make([]string, 0, len(req.Teams)+1)
+	var teams []inviteGroup
 	for _, t := range req.Teams {
-		var id string
-		if err := tx.QueryRow(ctx, `SELECT id FROM teams WHERE (id = $1 OR path = $1) AND status = 'active'`, t).Scan(&id); err != nil {
+		var g inviteGroup
+		if err := tx.QueryRow(ctx, `SELECT id, path FROM teams WHERE (id = $1 OR path = $1) AND status = 'active'`, t).Scan(&g.id, &g.path); err != nil {
 			m.badRequest(c, action, "teams: no team "+strconv.Quote(t)+" in this tenant")
 			return
 		}
-		groups = append(groups, id)
+		g.label = "team " + g.path
+		groups = append(groups, g.id)
+		teams = append(teams, g)
 	}
 	// The invitee must be placed in the tenant the way the tenant source
 	// reads it, or their token would name no tenant and the invitation
@@ -276,6 +286,7 @@ func (m *Management) invite(c *gin.Context) {
 			return
 		}
 		groups = append(groups, id)
+		teams = append(teams, inviteGroup{id: id, path: path, label: "the tenant's group " + path, placement: true})
 	case src.Organization:
 		var org string
 		if err := m.System.SysPool().QueryRow(ctx, `SELECT coalesce(keycloak_id, '') FROM tenants WHERE id = $1 AND source = 'organization' AND status = 'active'`, tenant).Scan(&org); err != nil || org == "" {
@@ -292,23 +303,37 @@ func (m *Management) invite(c *gin.Context) {
 		return
 	}
 	realmRoles := realmRolesGranting(m.Mapping, role.Name, tenant)
+	if !m.inviteWithinCeiling(c, action, email, tenant, invitee, teams, realmRoles) {
+		return
+	}
 
-	var exists bool
-	if err := m.System.SysPool().QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM people WHERE lower(email) = $1 OR lower(username) = $1)`, email).Scan(&exists); err != nil {
+	// A person the caller sees (one of its tenant; anyone, for a platform
+	// caller) is a conflict it can resolve. An account it cannot see,
+	// another tenant's person or a Keycloak user not synced yet, is not
+	// revealed: the answer is the one of an accepted invitation.
+	var here, anywhere bool
+	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM people WHERE lower(email) = $1 OR lower(username) = $1)`, email).Scan(&here); err != nil {
 		m.storeError(c, action, "person", email, err)
 		return
 	}
-	if exists {
-		m.record(c, action, "person", email, audit.Failure, "already exists")
-		Error(c, http.StatusConflict, "already_exists", "a person with this email already exists")
+	if here {
+		m.record(c, action, "person", email, audit.Failure, "already in People")
+		Error(c, http.StatusConflict, "already_member", "a person with this email is already in People: change their roles there")
+		return
+	}
+	if err := m.System.SysPool().QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM people WHERE lower(email) = $1 OR lower(username) = $1)`, email).Scan(&anywhere); err != nil {
+		m.storeError(c, action, "person", email, err)
+		return
+	}
+	if anywhere {
+		m.acceptUnseen(c, action, email, tenant, "an account with this email already exists outside tenant "+strconv.Quote(tenant)+"; not invited")
 		return
 	}
 	first, last, _ := strings.Cut(strings.TrimSpace(req.Name), " ")
 	invitee.FirstName, invitee.LastName, invitee.Groups, invitee.Realm = first, last, groups, realmRoles
 	id, err := m.Keycloak.CreateUser(ctx, invitee)
 	if errors.Is(err, kcadmin.ErrExists) {
-		m.record(c, action, "person", email, audit.Failure, "already exists in Keycloak")
-		Error(c, http.StatusConflict, "already_exists", "a user with this email already exists in Keycloak")
+		m.acceptUnseen(c, action, email, tenant, "an account with this email or username already exists in Keycloak (not synced into keybridge); not invited")
 		return
 	}
 	if err != nil {
@@ -372,6 +397,99 @@ func (m *Management) invite(c *gin.Context) {
 	c.JSON(http.StatusCreated, resp)
 }
 
+// inviteGroup is a Keycloak group an invitation adds the invitee to: a team
+// asked for, or the tenant's own group (placement).
+type inviteGroup struct {
+	id, path, label string
+	placement       bool
+}
+
+// refuse answers 403 with why, and audits the denial, when why is not "".
+// It reports whether it refused.
+func (m *Management) refuse(c *gin.Context, action, resType, resID, why string) bool {
+	if why == "" {
+		return false
+	}
+	m.record(c, action, resType, resID, audit.Denied, why)
+	Error(c, http.StatusForbidden, "forbidden", why)
+	return true
+}
+
+// inviteWithinCeiling applies the grant ceiling to what an invitation gives
+// beyond its role, before anything is created in Keycloak: each group the
+// invitee joins (the teams asked for and the tenant's own group) with the
+// realm and client roles Keycloak says it maps to and the group rules that
+// match it, and the realm roles the invitation assigns with the rules they
+// match. Membership does not expire, so all must be the caller's to give for
+// good. It answers (403, or 502 when Keycloak cannot say) and reports false
+// when the invitation may not go ahead.
+func (m *Management) inviteWithinCeiling(c *gin.Context, action, email, tenant string, placement kcadmin.Invitee, groups []inviteGroup, realmRoles []string) bool {
+	ctx := c.Request.Context()
+	e, g, now := m.Engine(), m.Gate.Grant(c), m.now()
+	var clients []string
+	for _, r := range m.Mapping.Rules {
+		if client, _, ok := strings.Cut(r.ClientRole, ":"); ok && !slices.Contains(clients, client) {
+			clients = append(clients, client)
+		}
+	}
+	// The facts the invitee will have, as the tenant source reads them, so
+	// rules pinned to the tenant match as they will.
+	facts := func(groups []string, realm, client []string) mapping.Facts {
+		f := mapping.Facts{Groups: groups, RealmRoles: realm, ClientRoles: client, Attributes: placement.Attributes}
+		if m.Mapping.Tenant.Organization {
+			f.Organizations = []string{tenant}
+		}
+		return f
+	}
+	check := func(label string, f mapping.Facts) bool {
+		if why := e.MayGrantHeld(g, e.Resolve(f, nil, now), tenant, time.Time{}, now); why != "" {
+			return !m.refuse(c, action, "person", email, label+": "+why)
+		}
+		return true
+	}
+	var tenantGroup []string
+	for _, gr := range groups {
+		if gr.placement {
+			tenantGroup = []string{gr.path}
+		}
+	}
+	if len(realmRoles) > 0 && !check("realm roles "+strings.Join(realmRoles, ", "), facts(tenantGroup, realmRoles, nil)) {
+		return false
+	}
+	for _, gr := range groups {
+		realm, client, err := m.Keycloak.GroupRoles(ctx, gr.id, clients)
+		if err != nil {
+			m.Log.ErrorContext(ctx, "invite: group roles", "group", gr.path, "error", err, "request_id", RequestID(c))
+			m.record(c, action, "person", email, audit.Failure, "keycloak could not list the roles of group "+gr.path)
+			Error(c, http.StatusBadGateway, "keycloak_error", "Keycloak could not say which roles "+gr.label+" gives")
+			return false
+		}
+		if !check(gr.label, facts(append([]string{gr.path}, tenantGroup...), realm, client)) {
+			return false
+		}
+	}
+	return true
+}
+
+// acceptUnseen answers an invitation of an address that already has an
+// account the caller cannot see (another tenant's person, or a Keycloak
+// user keybridge has not synced) the way an accepted invitation is
+// answered, 202 with a body that says nothing of the account, and creates
+// nothing: a tenant learns nothing of other tenants' people. The real
+// reason is audited outside any tenant, where platform callers read it.
+func (m *Management) acceptUnseen(c *gin.Context, action, email, tenant, reason string) {
+	if m.Audit != nil {
+		e := audit.Entry{OccurredAt: m.now(), Action: action, ResourceType: "person", ResourceID: email,
+			Outcome: audit.Failure, Reason: reason, RequestID: RequestID(c), ActorName: "system"}
+		if g := m.Gate.Grant(c); g != nil {
+			e.ActorID, e.ActorName = g.Subject, g.Username
+		}
+		m.Audit.Record(c.Request.Context(), e)
+	}
+	c.JSON(http.StatusAccepted, gin.H{"status": "accepted", "email": email, "tenant": tenant,
+		"message": "invitation accepted; the person appears in People once they can join this tenant"})
+}
+
 // realmRolesGranting finds the Keycloak realm roles whose rules grant role:
 // an invitation assigns them in Keycloak so Keycloak stays the source of truth.
 func realmRolesGranting(cfg mapping.Config, role, tenant string) []string {
@@ -415,62 +533,13 @@ func (m *Management) assignRoles(c *gin.Context) {
 		m.storeError(c, action, "person", id, err)
 		return
 	}
-	var as []store.LocalAssignment
-	newNames := map[string]bool{}
+	want := make([]manage.Requested, len(req.Roles))
 	for i, r := range req.Roles {
-		role, err := store.FindRole(ctx, tx, r.Role, tenant)
-		if err != nil {
-			if errors.Is(err, store.ErrNotFound) {
-				m.badRequest(c, action, "roles["+strconv.Itoa(i)+"].role: no role "+strconv.Quote(r.Role)+" in this tenant")
-				return
-			}
-			m.storeError(c, action, "role", r.Role, err)
-			return
-		}
-		if r.ExpiresAt != nil && !r.ExpiresAt.After(m.now()) {
-			m.badRequest(c, action, "roles["+strconv.Itoa(i)+"].expires_at: must be in the future")
-			return
-		}
-		// Roles the person already holds here may stay; new ones must be
-		// the caller's to give.
-		if !holdsRole(person, role.Name, tenant) && m.refuseRole(c, action, "person", id, role.Name, tenant) {
-			return
-		}
-		newNames[role.Name] = true
-		as = append(as, store.LocalAssignment{RoleID: role.ID, Tenant: tenant, ExpiresAt: r.ExpiresAt, CreatedBy: m.Gate.Grant(c).Subject})
+		want[i] = manage.Requested{Role: r.Role, ExpiresAt: r.ExpiresAt}
 	}
-	// The last Owner of a tenant can't be demoted: count the owners who
-	// remain once this person's local Owner assignment is gone.
-	if protected := mapping.ProtectedRole(m.Engine()); protected != "" && !newNames[protected] {
-		holdsLocal, holdsOther := false, false
-		for _, b := range person.Roles {
-			if b.Name == protected && b.Tenant == tenant {
-				if b.Source == "local" {
-					holdsLocal = true
-				} else {
-					holdsOther = true
-				}
-			}
-		}
-		if holdsLocal && !holdsOther {
-			owners, err := store.CountHolders(ctx, tx, protected, tenant)
-			if err != nil {
-				m.storeError(c, action, "person", id, err)
-				return
-			}
-			if err := mapping.CheckLastOwner(m.Engine(), owners, true); err != nil {
-				m.record(c, action, "person", id, audit.Failure, err.Error())
-				Error(c, http.StatusConflict, "last_owner", err.Error())
-				return
-			}
-		}
-	}
-	if err := store.ReplaceLocalAssignments(ctx, tx, id, tenant, as); err != nil {
-		m.storeError(c, action, "person", id, err)
-		return
-	}
-	if _, err := tx.Exec(ctx, `SELECT pg_notify('keybridge_changed', json_build_object('kind', 'person', 'id', $1::text)::text)`, id); err != nil {
-		m.storeError(c, action, "person", id, err)
+	by := manage.Authority{Grant: m.Gate.Grant(c), Actor: m.Gate.Grant(c).Subject}
+	kept, err := manage.ReplaceLocalRoles(ctx, tx, m.Engine(), by, person, tenant, want, m.now())
+	if !m.manageError(c, action, "person", id, err) {
 		return
 	}
 	updated, err := store.GetPerson(ctx, tx, id)
@@ -478,8 +547,40 @@ func (m *Management) assignRoles(c *gin.Context) {
 		m.storeError(c, action, "person", id, err)
 		return
 	}
-	m.record(c, action, "person", id, audit.Success, "")
-	c.JSON(http.StatusOK, updated)
+	reason := ""
+	if len(kept) > 0 {
+		reason = "kept, beyond the caller's grant: " + strings.Join(kept, ", ")
+	}
+	m.record(c, action, "person", id, audit.Success, reason)
+	c.JSON(http.StatusOK, struct {
+		store.Person
+		// Kept names the local assignments left as they were because the
+		// caller could not have made them.
+		Kept []string `json:"kept,omitempty"`
+	}{updated, kept})
+}
+
+// manageError answers an error of a manage rule: a refusal is 403 and
+// audited as denied, an invalid request 400, the last Owner 409, anything
+// else as storeError does. It reports whether err was nil.
+func (m *Management) manageError(c *gin.Context, action, resType, resID string, err error) bool {
+	var refusal *manage.Refusal
+	var invalid *manage.Invalid
+	switch {
+	case err == nil:
+		return true
+	case errors.As(err, &refusal):
+		m.record(c, action, resType, resID, audit.Denied, refusal.Reason)
+		Error(c, http.StatusForbidden, "forbidden", refusal.Reason)
+	case errors.As(err, &invalid):
+		m.badRequest(c, action, invalid.Message)
+	case errors.Is(err, mapping.ErrLastOwner):
+		m.record(c, action, resType, resID, audit.Failure, err.Error())
+		Error(c, http.StatusConflict, "last_owner", err.Error())
+	default:
+		m.storeError(c, action, resType, resID, err)
+	}
+	return false
 }
 
 func (m *Management) setStatus(c *gin.Context) {
@@ -488,6 +589,8 @@ func (m *Management) setStatus(c *gin.Context) {
 	id := c.Param("id")
 	var req struct {
 		Status string `json:"status"`
+		// Reason is recorded with a deactivation, beside who made it.
+		Reason string `json:"reason"`
 	}
 	if err := decodeJSON(c, &req); err != nil {
 		m.badRequest(c, action, err.Error())
@@ -495,6 +598,10 @@ func (m *Management) setStatus(c *gin.Context) {
 	}
 	if req.Status != "active" && req.Status != "inactive" {
 		m.badRequest(c, action, "status: use active or inactive")
+		return
+	}
+	if len(req.Reason) > 500 {
+		m.badRequest(c, action, "reason: at most 500 bytes")
 		return
 	}
 	tx := m.Gate.Tx(c)
@@ -506,6 +613,9 @@ func (m *Management) setStatus(c *gin.Context) {
 	if req.Status == "inactive" && !m.mayDeactivate(c, action, person) {
 		return
 	}
+	if req.Status == "active" && !m.mayReenable(c, action, person) {
+		return
+	}
 	// Keycloak first: it is the source of truth; the local row follows.
 	if err := m.Keycloak.SetEnabled(ctx, id, req.Status == "active"); err != nil {
 		m.Log.ErrorContext(ctx, "status: keycloak", "error", err, "request_id", RequestID(c))
@@ -513,7 +623,17 @@ func (m *Management) setStatus(c *gin.Context) {
 		Error(c, http.StatusBadGateway, "keycloak_error", "Keycloak could not change the user")
 		return
 	}
-	if err := store.SetPersonStatus(ctx, tx, id, req.Status); err != nil {
+	if req.Status == "inactive" {
+		g := m.Gate.Grant(c)
+		by := store.Disabler{By: g.Subject, Authority: store.DisabledByTenant, Tenant: g.Tenant, Reason: req.Reason}
+		if m.Gate.Platform(c) {
+			by.Authority, by.Tenant = store.DisabledByPlatform, ""
+		}
+		err = store.DisablePerson(ctx, tx, id, by)
+	} else {
+		err = store.SetPersonStatus(ctx, tx, id, req.Status)
+	}
+	if err != nil {
 		m.storeError(c, action, "person", id, err)
 		return
 	}
@@ -545,17 +665,13 @@ func (m *Management) mayDeactivate(c *gin.Context, action string, p store.Person
 			return false
 		}
 	}
-	protected := mapping.ProtectedRole(m.Engine())
-	holdsProtected := false
-	for _, b := range p.Roles {
-		if b.Tenant != tenant && b.Tenant != "" {
-			continue
-		}
-		holdsProtected = holdsProtected || b.Name == protected
-		if m.refuseRole(c, action, "person", p.ID, b.Name, tenant) {
-			return false
-		}
+	if !m.holdsNothingBeyondCaller(c, action, p, tenant) {
+		return false
 	}
+	protected := mapping.ProtectedRole(m.Engine())
+	holdsProtected := slices.ContainsFunc(p.Roles, func(b store.RoleBadge) bool {
+		return b.Name == protected && (b.Tenant == tenant || b.Tenant == "")
+	})
 	if holdsProtected && p.Status == "active" {
 		owners, err := store.CountHolders(ctx, m.Gate.Tx(c), protected, tenant)
 		if err != nil {
@@ -569,6 +685,82 @@ func (m *Management) mayDeactivate(c *gin.Context, action string, p store.Person
 		}
 	}
 	return true
+}
+
+// holdsNothingBeyondCaller answers and audits the refusal when the person
+// holds, in tenant, an assignment the caller could not have made (the grant
+// ceiling, at the assignment's own expiry): deactivating or re-enabling
+// them takes away or gives back what only a stronger caller could give.
+func (m *Management) holdsNothingBeyondCaller(c *gin.Context, action string, p store.Person, tenant string) bool {
+	by := manage.Authority{Grant: m.Gate.Grant(c)}
+	for _, b := range p.Roles {
+		if b.Tenant != tenant && b.Tenant != "" {
+			continue
+		}
+		row, err := store.GetRole(c.Request.Context(), m.Gate.Tx(c), b.RoleID)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			m.storeError(c, action, "person", p.ID, err)
+			return false
+		}
+		var until time.Time
+		if b.ExpiresAt != nil {
+			until = *b.ExpiresAt
+		}
+		if why := manage.MayAssign(m.Engine(), by, manage.RoleOf(m.Engine(), row), tenant, until, m.now()); m.refuse(c, action, "person", p.ID, why) {
+			return false
+		}
+	}
+	return true
+}
+
+// mayReenable answers and audits the refusal when the caller may not
+// re-enable the person. Re-enabling needs the authority of whoever disabled
+// them (people.disabled_authority): a person Keycloak disabled (outside
+// keybridge) or a platform caller disabled is re-enabled by a platform
+// caller only; one a tenant caller disabled, by a platform caller or a
+// caller of that same tenant whose grant covers the person's roles there. A
+// person keybridge still records as enabled is asked about in Keycloak,
+// which may have disabled them since sync last looked.
+func (m *Management) mayReenable(c *gin.Context, action string, p store.Person) bool {
+	if m.Gate.Platform(c) {
+		return true
+	}
+	ctx := c.Request.Context()
+	tenant := m.Gate.Grant(c).Tenant
+	d, err := store.GetDisabler(ctx, m.System.SysPool(), p.ID) // p was found through RLS
+	if err != nil {
+		m.storeError(c, action, "person", p.ID, err)
+		return false
+	}
+	const platformOnly = "; only a platform administrator can re-enable them"
+	var why string
+	switch {
+	case p.Status == "inactive" && d.Authority == store.DisabledByTenant && d.Tenant == tenant:
+		return m.holdsNothingBeyondCaller(c, action, p, tenant)
+	case p.Status == "inactive" && d.Authority == store.DisabledByTenant:
+		why = "this person was deactivated from another tenant; only a platform administrator or that tenant can re-enable them"
+	case p.Status == "inactive" && d.Authority == store.DisabledByPlatform:
+		why = "this person was deactivated by a platform administrator" + platformOnly
+	case p.Status == "inactive":
+		why = "this person was disabled in Keycloak, outside keybridge" + platformOnly
+	default:
+		on, err := m.Keycloak.Enabled(ctx, p.ID)
+		if err != nil {
+			m.Log.ErrorContext(ctx, "status: keycloak", "error", err, "request_id", RequestID(c))
+			m.record(c, action, "person", p.ID, audit.Failure, "keycloak could not say whether the user is enabled")
+			Error(c, http.StatusBadGateway, "keycloak_error", "Keycloak could not say whether the user is enabled")
+			return false
+		}
+		if on {
+			return true
+		}
+		why = "this person is disabled in Keycloak, outside keybridge" + platformOnly
+	}
+	m.refuse(c, action, "person", p.ID, why)
+	return false
 }
 
 type roleView struct {
@@ -657,7 +849,7 @@ func (m *Management) duplicateRole(c *gin.Context) {
 	}
 	name := req.Name
 	if name == "" {
-		name = src.Name + " (custom)"
+		name = src.Name + " Copy" // within mapping.ValidCustomRoleName's character set
 	}
 	var r mapping.Role
 	if src.Kind == "system" {
@@ -801,8 +993,6 @@ func (m *Management) listAudit(c *gin.Context) {
 		m.badRequest(c, "audit.list", err.Error())
 		return
 	}
-	ctx := c.Request.Context()
-	tx := m.Gate.Tx(c)
 	format := c.Query("format")
 	if format == "" {
 		switch accept := c.GetHeader("Accept"); {
@@ -814,32 +1004,33 @@ func (m *Management) listAudit(c *gin.Context) {
 	}
 	switch format {
 	case "", "page":
-		rows, next, err := store.ListAudit(ctx, tx, f)
+		rows, next, err := store.ListAudit(c.Request.Context(), m.Gate.Tx(c), f)
 		if err != nil {
 			m.storeError(c, "audit.list", "audit", "", err)
 			return
 		}
 		c.JSON(http.StatusOK, gin.H{"items": rows, "next_cursor": next})
 	case "csv":
-		c.Header("Content-Type", "text/csv; charset=utf-8")
-		c.Header("Content-Disposition", `attachment; filename="audit.csv"`)
-		w := csv.NewWriter(c.Writer)
-		_ = w.Write([]string{"timestamp", "user", "user_id", "action", "resource_type", "resource_id", "outcome", "tenant", "request_id", "reason"})
-		err := store.StreamAudit(ctx, tx, f, func(a store.AuditRow) error {
-			return w.Write([]string{a.Timestamp.UTC().Format(time.RFC3339Nano), cell(a.User), cell(a.UserID), cell(a.Action), cell(a.ResourceType),
-				cell(a.ResourceID), a.Outcome, cell(a.Tenant), cell(a.RequestID), cell(a.Reason)})
+		// Exports stream on their own budget and deadline: exportAudit.
+		m.exportAudit(c, func(ctx context.Context, q pgx.Tx) error {
+			c.Header("Content-Type", "text/csv; charset=utf-8")
+			c.Header("Content-Disposition", `attachment; filename="audit.csv"`)
+			w := csv.NewWriter(c.Writer)
+			_ = w.Write([]string{"timestamp", "user", "user_id", "action", "resource_type", "resource_id", "outcome", "tenant", "request_id", "reason"})
+			err := store.StreamAudit(ctx, q, f, func(a store.AuditRow) error {
+				return w.Write([]string{a.Timestamp.UTC().Format(time.RFC3339Nano), cell(a.User), cell(a.UserID), cell(a.Action), cell(a.ResourceType),
+					cell(a.ResourceID), a.Outcome, cell(a.Tenant), cell(a.RequestID), cell(a.Reason)})
+			})
+			w.Flush()
+			return errors.Join(err, w.Error())
 		})
-		w.Flush()
-		if err != nil {
-			m.Log.ErrorContext(ctx, "audit export", "error", err, "request_id", RequestID(c))
-		}
 	case "json", "ndjson":
 		// One JSON object per line: an export of any size streams.
-		c.Header("Content-Type", "application/x-ndjson")
-		enc := json.NewEncoder(c.Writer)
-		if err := store.StreamAudit(ctx, tx, f, func(a store.AuditRow) error { return enc.Encode(a) }); err != nil {
-			m.Log.ErrorContext(ctx, "audit export", "error", err, "request_id", RequestID(c))
-		}
+		m.exportAudit(c, func(ctx context.Context, q pgx.Tx) error {
+			c.Header("Content-Type", "application/x-ndjson")
+			enc := json.NewEncoder(c.Writer)
+			return store.StreamAudit(ctx, q, f, func(a store.AuditRow) error { return enc.Encode(a) })
+		})
 	default:
 		m.badRequest(c, "audit.list", "format: use csv, json or page")
 	}
@@ -853,14 +1044,6 @@ func decodeJSON(c *gin.Context, v any) error {
 		return errors.New("body: " + strings.TrimPrefix(err.Error(), "json: "))
 	}
 	return nil
-}
-
-// holdsRole reports whether the person holds the role in tenant for good
-// (an assignment without expiry, from any source).
-func holdsRole(p store.Person, name, tenant string) bool {
-	return slices.ContainsFunc(p.Roles, func(b store.RoleBadge) bool {
-		return b.Name == name && b.Tenant == tenant && b.ExpiresAt == nil
-	})
 }
 
 // cell keeps a spreadsheet from running a CSV value as a formula: values

@@ -54,7 +54,11 @@ func (g *testGate) Require(action string, anyOf ...string) gin.HandlerFunc {
 		// The tenant as every tenant source would read it.
 		facts := mapping.Facts{Subject: sub, Username: sub, RealmRoles: strings.Split(c.GetHeader("X-Test-Roles"), ","),
 			Groups: []string{"/customers/" + tenant}, Organizations: []string{tenant}, Attributes: map[string][]string{"tenant": {tenant}}}
-		grant := g.engine.Resolve(facts, nil, time.Now())
+		var stored []mapping.Assignment
+		if c.GetHeader("X-Test-Stored") == "1" { // the caller's stored assignments count too, as in the directory
+			stored = storedAssignments(c.Request.Context(), g.st, sub)
+		}
+		grant := g.engine.Resolve(facts, stored, time.Now())
 		d := g.engine.Decide(grant, mapping.Request{AnyOf: anyOf, Now: time.Now()})
 		if !d.Allowed {
 			g.audit.Record(c.Request.Context(), audit.Entry{OccurredAt: time.Now(), TenantID: grant.Tenant, ActorID: sub, ActorName: sub,
@@ -88,6 +92,32 @@ type fakeKeycloak struct {
 	mu      sync.Mutex
 	created []kcadmin.Invitee
 	enabled map[string]bool
+	// groupRoles: group id -> the realm roles and "client:role"s it gives.
+	groupRoles map[string][]string
+	// disabled: users disabled in Keycloak (Enabled answers false).
+	disabled map[string]bool
+}
+
+func (f *fakeKeycloak) GroupRoles(_ context.Context, id string, _ []string) (realm, client []string, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, r := range f.groupRoles[id] {
+		if strings.Contains(r, ":") {
+			client = append(client, r)
+		} else {
+			realm = append(realm, r)
+		}
+	}
+	return realm, client, nil
+}
+
+func (f *fakeKeycloak) Enabled(_ context.Context, id string) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if on, ok := f.enabled[id]; ok {
+		return on, nil
+	}
+	return !f.disabled[id], nil
 }
 
 func (f *fakeKeycloak) CreateUser(_ context.Context, in kcadmin.Invitee) (string, error) {

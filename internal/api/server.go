@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/keybridge/keybridge/internal/audit"
 	"github.com/keybridge/keybridge/internal/metrics"
 )
 
@@ -136,16 +137,28 @@ func (s *Server) readyz(c *gin.Context) {
 
 const requestIDHeader = "X-Request-Id"
 
-// requestID takes the caller's X-Request-Id (up to 128 bytes) or makes one,
-// and answers it; the response header is where RequestID reads it back.
+// requestID takes the caller's X-Request-Id when it is safe to log, answer
+// and audit (audit.ValidRequestID: at most 128 bytes of [A-Za-z0-9._:-])
+// and otherwise makes one. It answers the id and puts it in the request in
+// place of the caller's, so whatever reads the request header afterwards
+// (the middleware's RequestID, RequestIDOf) sees only the accepted id; the
+// response header is where RequestID reads it back.
 func (s *Server) requestID(c *gin.Context) {
-	id := c.GetHeader(requestIDHeader)
-	if id == "" || len(id) > 128 {
+	h := c.Request.Header[requestIDHeader]
+	id := ""
+	if len(h) == 1 && audit.ValidRequestID(h[0]) {
+		id = h[0]
+	} else {
 		id = s.ids.next()
+		c.Request.Header[requestIDHeader] = []string{id}
 	}
 	c.Writer.Header()[requestIDHeader] = []string{id}
 	c.Next()
 }
+
+// RequestIDOf is the request id of a request served by Server: the
+// caller's when it was accepted, else the generated one.
+func RequestIDOf(r *http.Request) string { return r.Header.Get(requestIDHeader) }
 
 // hotRoutes are the decision endpoints applications call on every request.
 var hotRoutes = map[string]bool{"/v1/check": true, "/oauth2/introspect": true, "/v1/forward-auth": true}

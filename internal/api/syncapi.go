@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	gosync "sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -15,6 +16,7 @@ import (
 	"github.com/keybridge/keybridge/internal/metrics"
 	"github.com/keybridge/keybridge/internal/ratelimit"
 	"github.com/keybridge/keybridge/internal/store"
+	"github.com/keybridge/keybridge/mapping"
 	ksync "github.com/keybridge/keybridge/sync"
 )
 
@@ -34,6 +36,14 @@ type Sync struct {
 	Background context.Context
 	// Audit records every sync triggered over the API.
 	Audit audit.Recorder
+	// TenantInterval is the least time between two syncs that tenant
+	// callers start over the API, per tenant: a sync reads the whole realm,
+	// for every tenant, so one tenant may not start them back to back. A
+	// platform caller is not limited. 0 means one minute. Kept per replica.
+	TenantInterval time.Duration
+
+	tenantOnce  gosync.Once
+	tenantLimit *ratelimit.Limiter
 }
 
 var permSync = []string{"settings.manage", "platform.settings.manage"}
@@ -69,6 +79,21 @@ func (s *Sync) trigger(c *gin.Context) {
 		Error(c, http.StatusForbidden, "forbidden", "force lifts the deletion guard for every tenant: only a platform caller may use it, or an operator with keybridge sync --force")
 		return
 	}
+	if !s.Gate.Platform(c) {
+		if ok, wait := s.tenantLimiter().Allow("tenant:" + callerTenant(s.Gate.Grant(c))); !ok {
+			s.record(c, audit.Denied, "a sync was started from this tenant less than "+s.tenantInterval().String()+" ago", nil)
+			c.Header("Retry-After", strconv.Itoa(int(wait/time.Second)+1))
+			Error(c, http.StatusTooManyRequests, "rate_limited", "a sync reads the whole realm: a tenant may start one every "+s.tenantInterval().String()+"; retry later")
+			return
+		}
+	}
+	// The answer waits for the run, which may take up to sync.timeout:
+	// longer than server.write_timeout allows an ordinary answer.
+	if s.Service.Timeout > 0 {
+		if err := http.NewResponseController(c.Writer).SetWriteDeadline(time.Now().Add(s.Service.Timeout + 30*time.Second)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+			s.Log.Warn("cannot extend the write deadline of a sync request", "error", err)
+		}
+	}
 	res, err := s.Service.Run(c.Request.Context(), ksync.RunOptions{Trigger: "api", DryRun: req.DryRun, Force: req.Force, Mode: req.Mode})
 	outcome, reason := audit.Success, ""
 	if err != nil {
@@ -87,6 +112,27 @@ func (s *Sync) trigger(c *gin.Context) {
 	default:
 		c.JSON(http.StatusOK, res)
 	}
+}
+
+func (s *Sync) tenantInterval() time.Duration {
+	if s.TenantInterval > 0 {
+		return s.TenantInterval
+	}
+	return time.Minute
+}
+
+func (s *Sync) tenantLimiter() *ratelimit.Limiter {
+	s.tenantOnce.Do(func() {
+		s.tenantLimit = &ratelimit.Limiter{Rate: 1 / s.tenantInterval().Seconds(), Burst: 1, Idle: max(10*time.Minute, 2*s.tenantInterval())}
+	})
+	return s.tenantLimit
+}
+
+func callerTenant(g *mapping.Grant) string {
+	if g == nil {
+		return ""
+	}
+	return g.Tenant
 }
 
 // record audits a sync triggered over the API.
@@ -108,7 +154,23 @@ func (s *Sync) record(c *gin.Context, outcome, reason string, details map[string
 	s.Audit.Record(c.Request.Context(), e)
 }
 
+// runs lists recent sync runs. They are realm-wide (every tenant's counts
+// and errors), so only platform callers read them; a tenant caller is
+// refused, and the refusal audited. PostgreSQL's policy on sync_runs says
+// the same (migration 00008).
 func (s *Sync) runs(c *gin.Context) {
+	if !s.Gate.Platform(c) {
+		const why = "sync runs cover the whole realm: only platform callers may read them"
+		if s.Audit != nil {
+			e := audit.Entry{OccurredAt: time.Now(), Action: "sync.runs", ResourceType: "realm", Outcome: audit.Denied, Reason: why, RequestID: RequestID(c), ActorName: "system"}
+			if g := s.Gate.Grant(c); g != nil {
+				e.TenantID, e.ActorID, e.ActorName = g.Tenant, g.Subject, g.Username
+			}
+			s.Audit.Record(c.Request.Context(), e)
+		}
+		Error(c, http.StatusForbidden, "forbidden", why)
+		return
+	}
 	limit := 20
 	if v := c.Query("limit"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -124,7 +186,21 @@ func (s *Sync) runs(c *gin.Context) {
 		Error(c, http.StatusInternalServerError, "internal", "internal error")
 		return
 	}
-	c.JSON(http.StatusOK, gin.H{"items": runs})
+	// The run under way on this replica (the leader) also shows its phase;
+	// on other replicas its record carries the counts written so far.
+	type runView struct {
+		store.SyncRun
+		Progress *ksync.Progress `json:"progress,omitempty"`
+	}
+	items := make([]runView, len(runs))
+	p, running := s.Service.Progress()
+	for i, r := range runs {
+		items[i].SyncRun = r
+		if running && r.ID == p.RunID {
+			items[i].Progress = &p
+		}
+	}
+	c.JSON(http.StatusOK, gin.H{"items": items})
 }
 
 // webhook verifies the HMAC over the raw body before anything else, then
@@ -233,8 +309,9 @@ func (s *Sync) webhook(c *gin.Context) {
 // OpenAPIPaths documents the sync routes.
 func (s *Sync) OpenAPIPaths() map[string]map[string]any {
 	return map[string]map[string]any{
-		"/v1/sync":      {"post": op("Run a full sync now (dry_run, force, mode)", permSync, "200", "400", "409", "502")},
-		"/v1/sync/runs": {"get": op("Recent sync runs with counts, duration and trigger", permSync, "200")},
+		"/v1/sync": {"post": op("Run a full sync now (dry_run, force, mode). A sync reads the whole realm: a tenant caller may start one per tenant a minute "+
+			"(429 with Retry-After), and only a platform caller may force", permSync, "200", "400", "409", "429", "502")},
+		"/v1/sync/runs": {"get": op("Recent sync runs with counts, duration and trigger; realm-wide, so platform callers only (403 for a tenant caller)", permSync, "200")},
 		"/webhooks/keycloak": {"post": map[string]any{"summary": "Signed Keycloak event (HMAC-SHA256 of the body in X-Keycloak-Signature), deduplicated by uid and id",
 			"responses": map[string]any{"200": map[string]any{"description": "applied or duplicate"}, "202": map[string]any{"description": "unknown type, ignored"},
 				"400": map[string]any{"description": "malformed"}, "401": map[string]any{"description": "bad or missing signature"}, "413": map[string]any{"description": "too large"}}}},

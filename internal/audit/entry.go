@@ -28,7 +28,34 @@ type Entry struct {
 	Outcome      string // Success, Failure or Denied
 	RequestID    string
 	Reason       string
+	ClientAddr   string // the client's address (behind a trusted proxy, the proxy's client); stored in details as client_addr
 	Details      map[string]any
+	// Class says whether the action was attempted before authentication;
+	// the writer aggregates unauthenticated entries and bounds their share
+	// of the queue (see Writer).
+	Class Class
+	// Count is how many identical refusals the row stands for; 0 means 1.
+	Count int
+
+	details string // Details and ClientAddr as capped JSON, set by the writer
+}
+
+// Class tells authenticated actions from refusals before authentication.
+type Class uint8
+
+// Classes of entries. The zero value is Authenticated: an entry whose
+// class was not set is never treated as noise.
+const (
+	Authenticated Class = iota
+	Unauthenticated
+)
+
+// String is the class's metric label.
+func (c Class) String() string {
+	if c == Unauthenticated {
+		return "unauthenticated"
+	}
+	return "authenticated"
 }
 
 // Recorder accepts entries. Record never blocks a decision: implementations

@@ -1,7 +1,8 @@
 // Package auth verifies bearer tokens locally: signature against the realm's
 // JWKS (discovered once, cached, refetched at most once per interval for an
-// unknown kid), allowed asymmetric algorithms only, issuer, audience or azp,
-// and exp, nbf and iat within a leeway. Keycloak is never called per request.
+// unknown kid, and in the background every MaxKeyAge), allowed asymmetric
+// algorithms only, issuer, audience or azp, exp, nbf and iat within a leeway,
+// and a maximum lifetime. Keycloak is never called per request.
 package auth
 
 import (
@@ -41,6 +42,9 @@ const (
 	TokenType       Reason = "token_type"
 	Revoked         Reason = "revoked"
 	KeysUnavailable Reason = "keys_unavailable"
+	// LifetimeExceeded: exp - iat (or, without iat, exp - now) is over
+	// Options.MaxLifetime.
+	LifetimeExceeded Reason = "lifetime_exceeded"
 )
 
 // Error is a refused token.
@@ -76,6 +80,24 @@ type Token struct {
 	IssuedAt  time.Time
 	NotBefore time.Time
 	Hash      [32]byte // SHA-256 of the raw token: cache key, never logged as the token
+	// Kid is the id of the key that signed the token (local verification).
+	Kid string
+	// keys is the verifier whose JWKS held Kid, at generation keyGen: a
+	// cache answers the token only while that JWKS still holds Kid. nil for
+	// tokens not verified against a JWKS (remote introspection).
+	keys   *Verifier
+	keyGen uint64
+}
+
+// keyHeld reports whether the key that signed t is still in its verifier's
+// JWKS, and the key set generation the answer holds for: a caller that saw
+// t's key at generation gen already skips the lookup. Tokens not verified
+// against a JWKS always report held.
+func (t *Token) keyHeld(gen uint64) (held bool, current uint64) {
+	if t.keys == nil {
+		return true, 0
+	}
+	return t.keys.holds(t.Kid, gen)
 }
 
 // Options configure a Verifier.
@@ -86,13 +108,18 @@ type Options struct {
 	Leeway          time.Duration
 	MaxTokenBytes   int
 	RefreshInterval time.Duration // minimum time between refetches for an unknown kid
-	// MaxKeyAge is how long a fetched JWKS is trusted before it is fetched
-	// again in the background, so a key Keycloak removed (rotated out after
-	// a leak) stops verifying; 15 minutes when zero.
-	MaxKeyAge  time.Duration
-	JWKSURL    string // skip discovery when set
-	HTTPClient *http.Client
-	Now        func() time.Time
+	// MaxKeyAge is how often the JWKS is fetched again in the background,
+	// with or without traffic, so a key Keycloak removed (rotated out after
+	// a leak) stops verifying — cached tokens it signed included — within
+	// MaxKeyAge and one fetch; 5 minutes when zero. A failed fetch is retried
+	// after RefreshInterval, and the keys held meanwhile keep verifying.
+	MaxKeyAge time.Duration
+	// MaxLifetime refuses tokens whose exp is more than this after their
+	// iat, or, without iat, more than this from now; 24 hours when zero.
+	MaxLifetime time.Duration
+	JWKSURL     string // skip discovery when set
+	HTTPClient  *http.Client
+	Now         func() time.Time
 	// OnRefresh observes JWKS fetches: "success", "failure", "rate_limited".
 	OnRefresh func(outcome string)
 }
@@ -103,10 +130,17 @@ type Verifier struct {
 	mu      sync.RWMutex
 	keys    jose.JSONWebKeySet
 	fetched time.Time
+	// gen counts successful fetches (written with mu held): a cache entry
+	// that saw its key at the current generation needs no lookup.
+	gen atomic.Uint64
 	// attempted is the last fetch's start, guarded by fetchMu.
 	attempted time.Time
 	aging     atomic.Bool // a background refresh of an old JWKS is under way
 	fetchMu   sync.Mutex
+
+	timerMu sync.Mutex
+	timer   *time.Timer // the next scheduled refresh
+	closed  bool
 }
 
 // NewVerifier discovers the issuer's JWKS (unless Options.JWKSURL is set)
@@ -123,7 +157,10 @@ func NewVerifier(ctx context.Context, opt Options) (*Verifier, error) {
 		opt.OnRefresh = func(string) {}
 	}
 	if opt.MaxKeyAge <= 0 {
-		opt.MaxKeyAge = 15 * time.Minute
+		opt.MaxKeyAge = 5 * time.Minute
+	}
+	if opt.MaxLifetime <= 0 {
+		opt.MaxLifetime = 24 * time.Hour
 	}
 	if opt.JWKSURL == "" {
 		p, err := oidc.NewProvider(oidc.ClientContext(ctx, opt.HTTPClient), opt.Issuer)
@@ -142,7 +179,46 @@ func NewVerifier(ctx context.Context, opt Options) (*Verifier, error) {
 	if err := v.refresh(ctx, true); err != nil {
 		return nil, err
 	}
+	v.schedule(v.opt.MaxKeyAge)
 	return v, nil
+}
+
+// Close stops the scheduled refreshes. Verification goes on with the keys
+// held.
+func (v *Verifier) Close() {
+	v.timerMu.Lock()
+	defer v.timerMu.Unlock()
+	v.closed = true
+	if v.timer != nil {
+		v.timer.Stop()
+	}
+}
+
+// schedule arms the next background refresh, after d.
+func (v *Verifier) schedule(d time.Duration) {
+	v.timerMu.Lock()
+	defer v.timerMu.Unlock()
+	switch {
+	case v.closed:
+	case v.timer == nil:
+		v.timer = time.AfterFunc(d, v.scheduled)
+	default:
+		v.timer.Reset(d)
+	}
+}
+
+// scheduled refetches the JWKS every MaxKeyAge whether or not tokens
+// arrive: requests answered from a cache never reach the verifier, and a
+// key removed from the JWKS must stop verifying for them too. A failure is
+// retried after RefreshInterval.
+func (v *Verifier) scheduled() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	next := v.opt.MaxKeyAge
+	if err := v.refresh(ctx, true); err != nil {
+		next = min(next, max(v.opt.RefreshInterval, time.Second))
+	}
+	v.schedule(next)
 }
 
 // refresh refetches the JWKS; unless forced, at most once per interval.
@@ -186,16 +262,19 @@ func (v *Verifier) refresh(ctx context.Context, force bool) error {
 	set.Keys = kept
 	v.mu.Lock()
 	v.keys, v.fetched = set, v.opt.Now()
+	v.gen.Add(1)
 	v.mu.Unlock()
 	v.opt.OnRefresh("success")
 	return nil
 }
 
 // refreshIfOld refetches, in the background and one at a time, a JWKS
-// older than MaxKeyAge. Verification goes on with the keys held meanwhile.
+// older than MaxKeyAge and RefreshInterval together: the scheduled refresh
+// is late (the process was suspended, say) or failing. Verification goes on
+// with the keys held meanwhile.
 func (v *Verifier) refreshIfOld() {
 	v.mu.RLock()
-	old := v.opt.Now().Sub(v.fetched) > v.opt.MaxKeyAge
+	old := v.opt.Now().Sub(v.fetched) > v.opt.MaxKeyAge+v.opt.RefreshInterval
 	v.mu.RUnlock()
 	if !old || !v.aging.CompareAndSwap(false, true) {
 		return
@@ -208,15 +287,26 @@ func (v *Verifier) refreshIfOld() {
 	}()
 }
 
-func (v *Verifier) key(kid string) (jose.JSONWebKey, bool) {
+// key returns the key kid names and the key set generation it was found in.
+func (v *Verifier) key(kid string) (jose.JSONWebKey, uint64, bool) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	for _, k := range v.keys.Keys {
 		if k.KeyID == kid {
-			return k, true
+			return k, v.gen.Load(), true
 		}
 	}
-	return jose.JSONWebKey{}, false
+	return jose.JSONWebKey{}, 0, false
+}
+
+// holds reports whether the JWKS still holds kid, and at which generation;
+// one atomic load when gen is already the current one.
+func (v *Verifier) holds(kid string, gen uint64) (bool, uint64) {
+	if cur := v.gen.Load(); cur == gen {
+		return true, cur
+	}
+	_, cur, ok := v.key(kid)
+	return ok, cur
 }
 
 type header struct {
@@ -261,13 +351,13 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Token, error) {
 	}
 	// jku, x5u and embedded jwk headers are ignored: keys come only from
 	// the issuer's JWKS.
-	k, ok := v.key(h.Kid)
+	k, gen, ok := v.key(h.Kid)
 	v.refreshIfOld()
 	if !ok {
 		// Look again even when this refresh was rate limited: a concurrent
 		// one may just have brought the key.
 		_ = v.refresh(ctx, false)
-		k, ok = v.key(h.Kid)
+		k, gen, ok = v.key(h.Kid)
 		if !ok {
 			return nil, refuse(UnknownKid, "kid %q not in the JWKS", truncate(h.Kid, 64))
 		}
@@ -286,7 +376,12 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Token, error) {
 		return nil, refuse(Malformed, "claims are not a JSON object")
 	}
 	normalizeNumbers(claims)
-	return v.checkClaims(claims, payload)
+	t, err := v.checkClaims(claims, payload)
+	if err != nil {
+		return nil, err
+	}
+	t.Kid, t.keys, t.keyGen = h.Kid, v, gen
+	return t, nil
 }
 
 func (v *Verifier) checkClaims(claims map[string]any, payload []byte) (*Token, error) {
@@ -319,6 +414,11 @@ func (v *Verifier) checkClaims(claims map[string]any, payload []byte) (*Token, e
 			return nil, refuse(IssuedInFuture, "issued at %s", iat.UTC().Format(time.RFC3339))
 		}
 		t.IssuedAt = iat
+		if life := exp.Sub(iat); life > v.opt.MaxLifetime {
+			return nil, refuse(LifetimeExceeded, "lives %s from iat to exp, over the maximum lifetime %s", life, v.opt.MaxLifetime)
+		}
+	} else if left := exp.Sub(now); left > v.opt.MaxLifetime {
+		return nil, refuse(LifetimeExceeded, "no iat, and exp is %s away, over the maximum lifetime %s", left.Round(time.Second), v.opt.MaxLifetime)
 	}
 	t.Subject, _ = claims["sub"].(string)
 	if t.Subject == "" {

@@ -201,6 +201,81 @@ func (a *Admin) SetEnabled(ctx context.Context, userID string, enabled bool) err
 	return nil
 }
 
+// GroupRoles lists the roles membership in a group gives: its effective
+// realm roles and its effective roles of the named clients ("client:role"),
+// as Keycloak computes them (composites expanded, the parent groups'
+// mappings included). An invitation asks before it adds the invitee to a
+// group, so the grant ceiling can judge what the group would give.
+func (a *Admin) GroupRoles(ctx context.Context, groupID string, clients []string) (realm, client []string, err error) {
+	tok, err := a.accessToken(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	get := func(path string, q url.Values, out any) error {
+		res, err := a.gc.GetRequestWithBearerAuth(ctx, tok).SetQueryParamsFromValues(q).SetResult(out).
+			Get(a.base + "/admin/realms/" + url.PathEscape(a.realm) + path)
+		switch {
+		case err != nil:
+			return a.scrub(err)
+		case res.StatusCode() == http.StatusUnauthorized:
+			a.mu.Lock()
+			a.token = ""
+			a.mu.Unlock()
+			return fmt.Errorf("status %d", res.StatusCode())
+		case res.StatusCode() != http.StatusOK:
+			return fmt.Errorf("status %d", res.StatusCode())
+		}
+		return nil
+	}
+	type named struct {
+		Name string `json:"name"`
+	}
+	brief := url.Values{"briefRepresentation": {"true"}}
+	g := "/groups/" + url.PathEscape(groupID) + "/role-mappings"
+	var rs []named
+	if err := get(g+"/realm/composite", brief, &rs); err != nil {
+		return nil, nil, fmt.Errorf("realm roles of group %s: %w", groupID, err)
+	}
+	for _, r := range rs {
+		realm = append(realm, r.Name)
+	}
+	for _, clientID := range clients {
+		var cs []struct {
+			ID       string `json:"id"`
+			ClientID string `json:"clientId"`
+		}
+		if err := get("/clients", url.Values{"clientId": {clientID}}, &cs); err != nil {
+			return nil, nil, fmt.Errorf("find client %s: %w", clientID, err)
+		}
+		for _, c := range cs {
+			if c.ClientID != clientID {
+				continue
+			}
+			var crs []named
+			if err := get(g+"/clients/"+url.PathEscape(c.ID)+"/composite", brief, &crs); err != nil {
+				return nil, nil, fmt.Errorf("roles of client %s of group %s: %w", clientID, groupID, err)
+			}
+			for _, r := range crs {
+				client = append(client, clientID+":"+r.Name)
+			}
+		}
+	}
+	return realm, client, nil
+}
+
+// Enabled reports whether a user is enabled in Keycloak now.
+func (a *Admin) Enabled(ctx context.Context, userID string) (bool, error) {
+	tok, err := a.accessToken(ctx)
+	if err != nil {
+		return false, err
+	}
+	u, err := a.gc.GetUserByID(ctx, tok, a.realm, userID)
+	if err != nil {
+		return false, fmt.Errorf("get user: %w", a.scrub(err))
+	}
+	return u.Enabled != nil && *u.Enabled, nil
+}
+
 // DeleteUser removes a user (used to roll back a half-made invitation).
 func (a *Admin) DeleteUser(ctx context.Context, userID string) error {
 	tok, err := a.accessToken(ctx)

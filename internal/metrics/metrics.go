@@ -23,6 +23,7 @@ type Metrics struct {
 	SyncObjects       *prometheus.GaugeVec   // kind
 	SyncChanges       *prometheus.CounterVec // kind, operation
 	SyncGuardAborts   *prometheus.CounterVec // kind
+	SyncProgress      *prometheus.GaugeVec   // phase
 	KeycloakRequests  *prometheus.CounterVec // operation, status
 	KeycloakLatency   *prometheus.HistogramVec
 	WebhookEvents     *prometheus.CounterVec // type, outcome
@@ -30,6 +31,10 @@ type Metrics struct {
 	EventApplyLag     *prometheus.HistogramVec
 	Leader            prometheus.Gauge
 	LeaderTransitions prometheus.Counter
+	// MappingUserEditable counts user attributes the mapping reads that
+	// users can edit themselves; nonzero only while
+	// mapping.allow_user_edited_attributes lets keybridge run with them.
+	MappingUserEditable prometheus.Gauge
 
 	// Serving.
 	HTTPRequests     *prometheus.CounterVec // route, method, status
@@ -40,11 +45,20 @@ type Metrics struct {
 	JWKSRefreshes    *prometheus.CounterVec // outcome
 	RateLimited      *prometheus.CounterVec // limiter, route
 	AuditQueueDepth  prometheus.Gauge
-	AuditDropped     prometheus.Counter
+	AuditDropped     prometheus.Counter // class="authenticated": must stay 0
 	AuditWritten     prometheus.Counter
 	AuditWriteErrors prometheus.Counter
 	DatabaseUp       prometheus.Gauge
 	BuildInfo        *prometheus.GaugeVec
+
+	// AuditDroppedUnauthenticated counts refusals before authentication
+	// dropped beyond their share of the audit queue (class="unauthenticated").
+	AuditDroppedUnauthenticated prometheus.Counter
+	auditDropped                *prometheus.CounterVec // class: both of the above
+
+	// ForwardAuthRefused counts forward-auth requests refused before any
+	// decision: the proxy sent no original URI or a path that is not canonical.
+	ForwardAuthRefused *prometheus.CounterVec // reason
 }
 
 // Latency buckets for decisions: microseconds to a second.
@@ -64,6 +78,8 @@ func New(version, revision string) *Metrics {
 		Help: "Unix time of the last successful full sync."})
 	m.SyncObjects = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "keybridge_sync_objects",
 		Help: "Objects in the last Keycloak snapshot by kind (people, teams, roles, tenants, assignments)."}, []string{"kind"})
+	m.SyncProgress = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "keybridge_sync_progress_objects",
+		Help: "Objects the running (or last) full sync has read from Keycloak so far, by phase (users, groups, group_members, roles, role_holders, role_mappings, organizations); reset when a run starts."}, []string{"phase"})
 	m.SyncChanges = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keybridge_sync_changes_total",
 		Help: "Changes applied by sync by kind and operation (create, update, deactivate)."}, []string{"kind", "operation"})
 	m.SyncGuardAborts = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keybridge_sync_guard_aborts_total",
@@ -83,6 +99,8 @@ func New(version, revision string) *Metrics {
 		Help: "1 while this replica holds the sync leader lock."})
 	m.LeaderTransitions = prometheus.NewCounter(prometheus.CounterOpts{Name: "keybridge_sync_leader_transitions_total",
 		Help: "Times this replica gained or lost sync leadership."})
+	m.MappingUserEditable = prometheus.NewGauge(prometheus.GaugeOpts{Name: "keybridge_mapping_user_editable_attributes",
+		Help: "User attributes the mapping reads (tenant source, claim rules) that users can edit themselves in Keycloak, at the last check; nonzero only under mapping.allow_user_edited_attributes."})
 
 	m.HTTPRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keybridge_http_requests_total",
 		Help: "HTTP requests by route template, method and status code."}, []string{"route", "method", "status"})
@@ -91,17 +109,21 @@ func New(version, revision string) *Metrics {
 	m.Decisions = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keybridge_decisions_total",
 		Help: "Authorization decisions by endpoint (check, forward_auth, middleware) and outcome (allowed, denied)."}, []string{"endpoint", "outcome"})
 	m.TokenFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keybridge_token_verification_failures_total",
-		Help: "Tokens refused by reason (malformed, oversize, algorithm, signature, unknown_kid, issuer, audience, expired, not_yet_valid, issued_in_future, revoked)."}, []string{"reason"})
+		Help: "Tokens refused by reason (malformed, oversize, algorithm, signature, unknown_kid, issuer, audience, expired, not_yet_valid, issued_in_future, lifetime_exceeded, revoked)."}, []string{"reason"})
 	m.TokensVerified = prometheus.NewCounter(prometheus.CounterOpts{Name: "keybridge_tokens_verified_total",
 		Help: "Tokens verified successfully (cache hits included)."})
 	m.JWKSRefreshes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keybridge_jwks_refreshes_total",
 		Help: "JWKS fetches by outcome (success, failure, rate_limited)."}, []string{"outcome"})
 	m.RateLimited = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keybridge_ratelimit_rejections_total",
-		Help: "Requests refused with 429 by limiter (subject, client) and route."}, []string{"limiter", "route"})
+		Help: "Requests refused with 429 by limiter (subject, client, unauthenticated: refusals before authentication per client address) and route."}, []string{"limiter", "route"})
+	m.ForwardAuthRefused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keybridge_forward_auth_refused_total",
+		Help: "Forward-auth requests refused with 400 before any decision, by reason (no_original_uri, duplicate_original, not_origin_form, dot_segment, duplicate_slash, encoded_delimiter, path_parameter, backslash, control_byte, bad_escape, invalid_utf8, fragment)."}, []string{"reason"})
 	m.AuditQueueDepth = prometheus.NewGauge(prometheus.GaugeOpts{Name: "keybridge_audit_queue_depth",
 		Help: "Audit entries waiting to be written."})
-	m.AuditDropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "keybridge_audit_dropped_total",
-		Help: "Audit entries dropped because the bounded queue was full. Must stay 0."})
+	m.auditDropped = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keybridge_audit_dropped_total",
+		Help: "Audit entries dropped, by class: authenticated (the bounded queue was full; must stay 0) or unauthenticated (refusals before authentication beyond their share of the queue)."}, []string{"class"})
+	m.AuditDropped = m.auditDropped.WithLabelValues("authenticated")
+	m.AuditDroppedUnauthenticated = m.auditDropped.WithLabelValues("unauthenticated")
 	m.AuditWritten = prometheus.NewCounter(prometheus.CounterOpts{Name: "keybridge_audit_written_total",
 		Help: "Audit entries written to PostgreSQL."})
 	m.AuditWriteErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "keybridge_audit_write_errors_total",
@@ -112,10 +134,10 @@ func New(version, revision string) *Metrics {
 		Help: "Build information; always 1."}, []string{"version", "revision", "goversion"})
 
 	for _, c := range []prometheus.Collector{
-		m.SyncRuns, m.SyncDuration, m.SyncLastSuccess, m.SyncObjects, m.SyncChanges, m.SyncGuardAborts,
-		m.KeycloakRequests, m.KeycloakLatency, m.WebhookEvents, m.KeycloakEvents, m.EventApplyLag, m.Leader, m.LeaderTransitions,
-		m.HTTPRequests, m.HTTPDuration, m.Decisions, m.TokenFailures, m.TokensVerified, m.JWKSRefreshes, m.RateLimited,
-		m.AuditQueueDepth, m.AuditDropped, m.AuditWritten, m.AuditWriteErrors, m.DatabaseUp, m.BuildInfo,
+		m.SyncRuns, m.SyncDuration, m.SyncLastSuccess, m.SyncObjects, m.SyncChanges, m.SyncGuardAborts, m.SyncProgress,
+		m.KeycloakRequests, m.KeycloakLatency, m.WebhookEvents, m.KeycloakEvents, m.EventApplyLag, m.Leader, m.LeaderTransitions, m.MappingUserEditable,
+		m.HTTPRequests, m.HTTPDuration, m.Decisions, m.TokenFailures, m.TokensVerified, m.JWKSRefreshes, m.RateLimited, m.ForwardAuthRefused,
+		m.AuditQueueDepth, m.auditDropped, m.AuditWritten, m.AuditWriteErrors, m.DatabaseUp, m.BuildInfo,
 	} {
 		f(c)
 		m.own = append(m.own, c)

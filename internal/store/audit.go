@@ -24,6 +24,8 @@ type AuditRow struct {
 	Outcome      string    `json:"outcome"`
 	RequestID    string    `json:"request_id,omitempty"`
 	Reason       string    `json:"reason,omitempty"`
+	ClientAddr   string    `json:"client_addr,omitempty"` // the client's address, where the entry recorded one
+	Count        int64     `json:"count"`                 // identical refusals the row stands for (1 but for aggregated refusals before authentication)
 }
 
 // AuditFilter selects audit rows; every set field must match.
@@ -78,11 +80,13 @@ func (f AuditFilter) where() (string, []any, error) {
 	return " WHERE " + strings.Join(where, " AND "), args, nil
 }
 
-const auditSelect = `SELECT id, occurred_at, coalesce(tenant_id, ''), actor_id, actor_name, action, resource_type, resource_id, outcome, request_id, reason FROM audit_log`
+const auditSelect = `SELECT id, occurred_at, coalesce(tenant_id, ''), actor_id, actor_name, action, resource_type, resource_id, outcome, request_id, reason,
+	coalesce(details->>'client_addr', ''), count FROM audit_log`
 
 func scanAudit(r pgx.CollectableRow) (AuditRow, error) {
 	var a AuditRow
-	err := r.Scan(&a.ID, &a.Timestamp, &a.Tenant, &a.UserID, &a.User, &a.Action, &a.ResourceType, &a.ResourceID, &a.Outcome, &a.RequestID, &a.Reason)
+	err := r.Scan(&a.ID, &a.Timestamp, &a.Tenant, &a.UserID, &a.User, &a.Action, &a.ResourceType, &a.ResourceID, &a.Outcome, &a.RequestID, &a.Reason,
+		&a.ClientAddr, &a.Count)
 	return a, err
 }
 

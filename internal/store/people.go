@@ -224,6 +224,8 @@ func attachBadges(ctx context.Context, q Querier, people []Person) error {
 }
 
 // SetPersonStatus records a status change already written back to Keycloak.
+// Leaving inactive clears who disabled the person (the people_record_disabler
+// trigger); to deactivate, DisablePerson records who did it.
 func SetPersonStatus(ctx context.Context, q Querier, id, status string) error {
 	if !slices.Contains(Statuses, status) {
 		return fmt.Errorf("status %q: %w", status, ErrInvalid)
@@ -233,6 +235,73 @@ func SetPersonStatus(ctx context.Context, q Querier, id, status string) error {
 		return fmt.Errorf("set status: %w", err)
 	}
 	if tag.RowsAffected() == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// Authorities that disable people (people.disabled_authority, migration
+// 00008): who may re-enable a person depends on which one disabled them.
+const (
+	DisabledByKeycloak = "keycloak" // in Keycloak, outside keybridge: a platform caller re-enables
+	DisabledByPlatform = "platform" // a platform caller: a platform caller re-enables
+	DisabledByTenant   = "tenant"   // a tenant caller: a platform caller or one of the same tenant re-enables
+)
+
+// Disabler is who disabled a person, and why.
+type Disabler struct {
+	By        string // the caller's subject, or "keycloak"
+	Authority string // DisabledByKeycloak, DisabledByPlatform or DisabledByTenant
+	Tenant    string // for DisabledByTenant: the tenant the caller acted in
+	Reason    string
+	At        *time.Time
+}
+
+// GetDisabler reads who disabled a person: the zero Disabler when they are
+// not inactive. The runtime role may not read disabled_by and
+// disabled_tenant (another tenant's name, for a person in several): read
+// it as the sync role, after finding the person through RLS.
+func GetDisabler(ctx context.Context, q Querier, id string) (Disabler, error) {
+	var d Disabler
+	err := q.QueryRow(ctx, `SELECT coalesce(disabled_by, ''), coalesce(disabled_authority, ''), coalesce(disabled_tenant, ''), disabled_reason, disabled_at
+		FROM people WHERE id = $1`, id).Scan(&d.By, &d.Authority, &d.Tenant, &d.Reason, &d.At)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Disabler{}, ErrNotFound
+	}
+	if err != nil {
+		return Disabler{}, fmt.Errorf("get disabler: %w", err)
+	}
+	return d, nil
+}
+
+// DisablePerson records a deactivation already written back to Keycloak, and
+// who made it. A person already inactive keeps the disabler on record unless
+// the new one has more authority (a platform caller over a tenant caller):
+// otherwise a tenant caller could take a platform caller's or Keycloak's
+// deactivation over by deactivating again, and then re-enable the person.
+func DisablePerson(ctx context.Context, q Querier, id string, by Disabler) error {
+	switch by.Authority {
+	case DisabledByPlatform, DisabledByTenant, DisabledByKeycloak:
+	default:
+		return fmt.Errorf("disabled_authority %q: %w", by.Authority, ErrInvalid)
+	}
+	// The runtime role may not read who disabled someone (disabled_by,
+	// disabled_tenant), so the record is replaced or kept whole.
+	tag, err := q.Exec(ctx, `UPDATE people SET status = 'inactive', updated_at = now(),
+		disabled_by = $2, disabled_authority = $3, disabled_tenant = nullif($4, ''), disabled_reason = $5, disabled_at = now()
+		WHERE id = $1 AND (status <> 'inactive' OR disabled_authority IS NULL OR ($3 = 'platform' AND disabled_authority = 'tenant'))`,
+		id, by.By, by.Authority, by.Tenant, by.Reason)
+	if err != nil {
+		return fmt.Errorf("disable person: %w", err)
+	}
+	if tag.RowsAffected() == 1 {
+		return nil
+	}
+	var found bool
+	if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM people WHERE id = $1)`, id).Scan(&found); err != nil {
+		return fmt.Errorf("disable person: %w", err)
+	}
+	if !found {
 		return ErrNotFound
 	}
 	return nil

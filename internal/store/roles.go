@@ -160,7 +160,19 @@ type LocalAssignment struct {
 // ReplaceLocalAssignments sets a person's local assignments within a tenant;
 // Keycloak- and rule-sourced assignments are untouched.
 func ReplaceLocalAssignments(ctx context.Context, q Querier, person, tenant string, as []LocalAssignment) error {
-	if _, err := q.Exec(ctx, `DELETE FROM role_assignments WHERE person_id = $1 AND tenant_id = $2 AND source = 'local'`, person, tenant); err != nil {
+	return ReplaceLocalAssignmentsKeeping(ctx, q, person, tenant, nil, as)
+}
+
+// ReplaceLocalAssignmentsKeeping sets a person's local assignments within a
+// tenant to the ones named in keep (assignment ids, left as they are, author
+// and time included) plus as; every other local assignment there goes.
+// Keycloak- and rule-sourced assignments are untouched.
+func ReplaceLocalAssignmentsKeeping(ctx context.Context, q Querier, person, tenant string, keep []string, as []LocalAssignment) error {
+	if keep == nil {
+		keep = []string{}
+	}
+	if _, err := q.Exec(ctx, `DELETE FROM role_assignments WHERE person_id = $1 AND tenant_id = $2 AND source = 'local' AND NOT (id::text = ANY ($3))`,
+		person, tenant, keep); err != nil {
 		return wrapWrite("clear local assignments", err)
 	}
 	for _, a := range as {

@@ -354,6 +354,21 @@ func FinishRun(ctx context.Context, q Querier, id int64, outcome, errText string
 	return nil
 }
 
+// RecordRunProgress writes a running run's Keycloak requests and objects
+// read so far (by phase), so GET /v1/sync/runs shows how far it has got;
+// FinishRun later replaces both with the run's totals. A finished run is
+// left alone.
+func RecordRunProgress(ctx context.Context, q Querier, id int64, requests int64, objects any) error {
+	o, err := json.Marshal(objects)
+	if err != nil {
+		return fmt.Errorf("record sync run progress: %w", err)
+	}
+	if _, err := q.Exec(ctx, `UPDATE sync_runs SET keycloak_requests = $2, objects = $3 WHERE id = $1 AND outcome = 'running'`, id, requests, o); err != nil {
+		return fmt.Errorf("record sync run progress: %w", err)
+	}
+	return nil
+}
+
 // ListRuns returns the latest runs.
 func ListRuns(ctx context.Context, q Querier, limit int) ([]SyncRun, error) {
 	rows, err := q.Query(ctx, `SELECT id, trigger, mode, dry_run, forced, started_at, finished_at, outcome, error, keycloak_requests, objects, changes

@@ -67,8 +67,15 @@ type Daemon struct {
 // adds or overrides KEYBRIDGE_* settings. The daemon is killed at cleanup.
 func StartDaemon(t testing.TB, bin string, db Database, kc Keycloak, env ...string) *Daemon {
 	t.Helper()
+	return StartDaemonWith(t, bin, filepath.Join(RepoRoot(t), "config", "keybridge.example.yaml"), db, kc, env...)
+}
+
+// StartDaemonWith is StartDaemon with another config file: for settings the
+// environment cannot carry, such as lists.
+func StartDaemonWith(t testing.TB, bin, config string, db Database, kc Keycloak, env ...string) *Daemon {
+	t.Helper()
 	port := FreePort(t)
-	cmd := exec.Command(bin, "serve", "-c", filepath.Join(RepoRoot(t), "config", "keybridge.example.yaml"))
+	cmd := exec.Command(bin, "serve", "-c", config)
 	cmd.Env = append(os.Environ(), "KEYBRIDGE_SERVER_LISTEN=127.0.0.1:"+fmt.Sprint(port),
 		"KEYBRIDGE_DATABASE_URL="+db.AppURL, "KEYBRIDGE_DATABASE_SYNC_URL="+db.SyncURL,
 		"KEYBRIDGE_KEYCLOAK_URL="+kc.URL, "KEYBRIDGE_KEYCLOAK_CLIENT_SECRET="+kc.ClientSecret)

@@ -1,0 +1,4 @@
+package sync
+
+// HolderPagingLimit exposes holderPagingLimit to the external tests.
+const HolderPagingLimit = holderPagingLimit
