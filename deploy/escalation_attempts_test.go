@@ -146,7 +146,7 @@ func escalations(admin *testenv.Admin) []escalation {
 		// 3. Temporary grants that make themselves permanent.
 		{"grant: temporary Admin makes itself permanent", func(t *testing.T, h *escHarness) (bool, string) {
 			h.grant(t, idVictor, map[string]any{"role": "Admin", "expires_at": future(10 * time.Minute)})
-			defer h.grant(t, idVictor)
+			defer h.reset(t, idVictor, "victor", "Admin")
 			h.waitRole(t, "victor", "Admin")
 			a := send(t, h.nginx.Base, http.MethodPut, "/v1/people/"+idVictor+"/roles", "victor", h,
 				map[string]any{"roles": []map[string]any{{"role": "Admin"}}}, nil)
@@ -155,7 +155,7 @@ func escalations(admin *testenv.Admin) []escalation {
 		}},
 		{"grant: temporary Admin grants a permanent Developer", func(t *testing.T, h *escHarness) (bool, string) {
 			h.grant(t, idVictor, map[string]any{"role": "Admin", "expires_at": future(10 * time.Minute)})
-			defer h.grant(t, idVictor)
+			defer h.reset(t, idVictor, "victor", "Admin")
 			defer h.grant(t, idNomail)
 			h.waitRole(t, "victor", "Admin")
 			a := send(t, h.nginx.Base, http.MethodPut, "/v1/people/"+idNomail+"/roles", "victor", h,
@@ -165,7 +165,7 @@ func escalations(admin *testenv.Admin) []escalation {
 		}},
 		{"grant: temporary Admin grants past its own expiry", func(t *testing.T, h *escHarness) (bool, string) {
 			h.grant(t, idVictor, map[string]any{"role": "Admin", "expires_at": future(10 * time.Minute)})
-			defer h.grant(t, idVictor)
+			defer h.reset(t, idVictor, "victor", "Admin")
 			defer h.grant(t, idNomail)
 			h.waitRole(t, "victor", "Admin")
 			a := send(t, h.nginx.Base, http.MethodPut, "/v1/people/"+idNomail+"/roles", "victor", h,
@@ -181,7 +181,7 @@ func escalations(admin *testenv.Admin) []escalation {
 			return n > 128, fmt.Sprintf("longest stored request id: %d bytes", n)
 		}},
 		{"audit: request id with control bytes stored", func(t *testing.T, h *escHarness) (bool, string) {
-			send(t, h.nginx.Base, http.MethodPost, "/v1/check", "victor", h, `{"permission":"billing.manage"}`,
+			send(t, h.nginx.Base, http.MethodPost, "/v1/check", "erin", h, `{"permission":"billing.manage"}`,
 				map[string][]string{"X-Request-Id": {"evil;DROP <script>é"}})
 			h.auditMarker(t)
 			n := h.auditInt(t, `SELECT count(*) FROM audit_log WHERE request_id ~ '[^A-Za-z0-9._:-]'`)
@@ -190,7 +190,7 @@ func escalations(admin *testenv.Admin) []escalation {
 		{"audit: huge resource fields in a denied check", func(t *testing.T, h *escHarness) (bool, string) {
 			big := strings.Repeat("r", 200000)
 			body, _ := json.Marshal(map[string]any{"permission": "billing.manage", "resource": map[string]any{"type": big, "id": big, "owner": big}})
-			send(t, h.nginx.Base, http.MethodPost, "/v1/check", "victor", h, string(body), nil)
+			send(t, h.nginx.Base, http.MethodPost, "/v1/check", "erin", h, string(body), nil)
 			h.auditMarker(t)
 			n := h.auditInt(t, `SELECT coalesce(max(length(resource_id) + length(resource_type) + length(details::text)), 0) FROM audit_log`)
 			return n > 8192, fmt.Sprintf("largest stored resource: %d bytes", n)
@@ -225,7 +225,7 @@ func escalations(admin *testenv.Admin) []escalation {
 			h.customRole(t, "Keeper", "people.view", "people.manage")
 			h.grant(t, idOscar, map[string]any{"role": "Keeper"})
 			h.grant(t, idNomail, map[string]any{"role": "Admin"})
-			defer h.grant(t, idOscar)
+			defer h.reset(t, idOscar, "oscar", "Keeper")
 			defer h.grant(t, idNomail)
 			h.waitRole(t, "oscar", "Keeper")
 			a := send(t, h.nginx.Base, http.MethodPut, "/v1/people/"+idNomail+"/roles", "oscar", h,
@@ -238,7 +238,7 @@ func escalations(admin *testenv.Admin) []escalation {
 		{"invite: a team that carries Developer, by a mere inviter", func(t *testing.T, h *escHarness) (bool, string) {
 			h.customRole(t, "Inviter", "people.view", "people.invite")
 			h.grant(t, idVictor, map[string]any{"role": "Inviter"})
-			defer h.grant(t, idVictor)
+			defer h.reset(t, idVictor, "victor", "Inviter")
 			h.waitRole(t, "victor", "Inviter")
 			email := fmt.Sprintf("esc-team-%d@acme.test", time.Now().UnixNano())
 			defer deleteInvited(t, email)
@@ -458,13 +458,26 @@ func (h *escHarness) waitRole(t *testing.T, user, role string) {
 	})
 }
 
+// reset takes a person's local roles away and waits until the daemon no
+// longer grants them role, so the next attempt starts from the realm's state.
+func (h *escHarness) reset(t *testing.T, id, user, role string) {
+	t.Helper()
+	h.grant(t, id)
+	testenv.Eventually(t, user+" no longer holds "+role, 10*time.Second, func() bool {
+		a := send(t, h.nginx.Base, http.MethodGet, "/v1/me", user, h, nil, nil)
+		return a.status == http.StatusOK && !strings.Contains(a.body, `"`+role+`"`)
+	})
+}
+
 // auditMarker writes one audited denial and waits until it is in
 // audit_log: the writer is first in, first out, so what was recorded before
 // it is written too.
 func (h *escHarness) auditMarker(t *testing.T) {
 	t.Helper()
 	marker := fmt.Sprintf("marker-%d", time.Now().UnixNano())
-	a := send(t, h.nginx.Base, http.MethodPost, "/v1/check", "victor", h,
+	// erin (End User) is never granted anything by the attempts, so this
+	// check is always a denial, and denials are always audited.
+	a := send(t, h.nginx.Base, http.MethodPost, "/v1/check", "erin", h,
 		`{"permission":"billing.manage","resource":{"type":"marker","id":"`+marker+`"}}`, nil)
 	if a.status != http.StatusOK {
 		t.Fatalf("audit marker: %d %s", a.status, a.body)

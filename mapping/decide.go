@@ -118,6 +118,10 @@ func (e *Engine) denial(g *Grant, req Request) string {
 		return fmt.Sprintf("%s not in the %s catalog", strings.Join(unknown, ", ")+isAre(len(unknown)), x.preset)
 	}
 	s := fmt.Sprintf("no role grants any of %v", req.AnyOf)
+	if e.public != nil && g.Subject == "" && slices.Contains(g.Roles, e.public.Name) {
+		// Anonymous (check.allow_anonymous): say which role was evaluated.
+		s += fmt.Sprintf(" to an anonymous caller, who holds only the pseudo role %s", e.public.Name)
+	}
 	if len(unknown) > 0 {
 		s += fmt.Sprintf(" (%s not in the %s catalog)", strings.Join(unknown, ", ")+isAre(len(unknown)), x.preset)
 	}

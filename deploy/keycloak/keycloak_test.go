@@ -173,14 +173,24 @@ func toStrings(v any) []string {
 }
 
 // TestDemoRealmKeepsItsIDs: every user, group, role and client of the demo
-// realm has a fixed id in realm-fastn.json, and Keycloak imports it as is.
-// deploy/local/reset-realm re-imports the realm before every test run; with
+// realms has a fixed id in realm-<name>.json, and Keycloak imports it as is.
+// deploy/local/reset-realm re-imports the realms before every test run; with
 // new ids each time, keybridge's next sync of the demo database would see
 // every person deleted and re-created, and its deletion guard would refuse
 // it (`make run` after `make test` then served stale people).
 func TestDemoRealmKeepsItsIDs(t *testing.T) {
 	kc := testenv.RequireKeycloak(t)
-	raw, err := os.ReadFile("realm-fastn.json")
+	for _, r := range []struct {
+		name            string
+		minUsers, roles int
+	}{{kc.Realm, 10, 8}, {"endatix", 8, 4}, {"other", 1, 0}} {
+		t.Run(r.name, func(t *testing.T) { realmKeepsItsIDs(t, kc, r.name, r.minUsers, r.roles) })
+	}
+}
+
+func realmKeepsItsIDs(t *testing.T, kc testenv.Keycloak, name string, minUsers, minRoles int) {
+	file := "realm-" + name + ".json"
+	raw, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,6 +200,7 @@ func TestDemoRealmKeepsItsIDs(t *testing.T) {
 	}
 	type named struct{ ID, Name string }
 	var realm struct {
+		Realm   string
 		Users   []struct{ ID, Username string }
 		Groups  []group
 		Clients []struct{ ID, ClientID string }
@@ -201,11 +212,15 @@ func TestDemoRealmKeepsItsIDs(t *testing.T) {
 	if err := json.Unmarshal(raw, &realm); err != nil {
 		t.Fatal(err)
 	}
+	if realm.Realm != name {
+		t.Fatalf("%s holds realm %q", file, realm.Realm)
+	}
+	kc.Realm = name
 	a := testenv.NewAdmin(t, kc)
 	check := func(what, id, path, field, want string) {
 		t.Helper()
 		if id == "" {
-			t.Errorf("%s %s has no id in realm-fastn.json", what, want)
+			t.Errorf("%s %s has no id in %s", what, want, file)
 			return
 		}
 		var got map[string]any
@@ -236,7 +251,122 @@ func TestDemoRealmKeepsItsIDs(t *testing.T) {
 	for _, r := range roles {
 		check("role", r.ID, "/roles-by-id/"+r.ID, "name", r.Name)
 	}
-	if len(realm.Users) < 10 || len(roles) < 8 {
-		t.Errorf("only %d users and %d roles read from realm-fastn.json", len(realm.Users), len(roles))
+	if len(realm.Users) < minUsers || len(roles) < minRoles {
+		t.Errorf("only %d users and %d roles read from %s", len(realm.Users), len(roles), file)
+	}
+}
+
+// TestEndatixRealmShape: the endatix demo realm (realm-endatix.json) as
+// keybridge's endatix config reads it: tenant_id declared in the user
+// profile and writable by admins only (keybridge refuses a tenant attribute
+// users can edit), users in tenants acme and initech with the realm roles
+// the rules map, tokens of endatix-hub carrying aud keybridge, tenant_id and
+// the realm roles, and a keybridge service account holding exactly the
+// realm-management roles it holds in the fastn realm.
+func TestEndatixRealmShape(t *testing.T) {
+	kc := testenv.RequireKeycloak(t)
+	fastn := testenv.NewAdmin(t, kc)
+	ekc := kc
+	ekc.Realm = "endatix"
+	a := testenv.NewAdmin(t, ekc)
+
+	var profile struct {
+		UnmanagedAttributePolicy string
+		Attributes               []struct {
+			Name        string
+			Permissions struct{ View, Edit []string }
+		}
+	}
+	a.Do("GET", "/users/profile", nil, &profile)
+	if p := profile.UnmanagedAttributePolicy; p != "" && p != "ADMIN_VIEW" {
+		t.Errorf("unmanagedAttributePolicy %q: users or admins could write undeclared attributes", p)
+	}
+	declared := false
+	for _, at := range profile.Attributes {
+		if at.Name == "tenant_id" {
+			declared = true
+			if !slices.Equal(at.Permissions.Edit, []string{"admin"}) {
+				t.Errorf("tenant_id editable by %v, want [admin] only", at.Permissions.Edit)
+			}
+		}
+	}
+	if !declared {
+		t.Errorf("tenant_id not declared in the user profile: %+v", profile.Attributes)
+	}
+
+	var users []struct {
+		ID, Username string
+		Attributes   map[string][]string
+	}
+	a.Do("GET", "/users?max=100&briefRepresentation=false", nil, &users)
+	want := map[string]struct{ tenant, role string }{
+		"paula": {"", "endatix-platform-admin"}, "amir": {"acme", "endatix-admin"}, "irene": {"initech", "endatix-admin"},
+		"cora": {"acme", "endatix-creator"}, "ian": {"initech", "endatix-creator"}, "rory": {"acme", "endatix-respondent"},
+		"nina": {"acme", ""},
+	}
+	seen := 0
+	for _, u := range users {
+		w, ok := want[u.Username]
+		if !ok {
+			continue
+		}
+		seen++
+		if got := strings.Join(u.Attributes["tenant_id"], ","); got != w.tenant {
+			t.Errorf("%s: tenant_id %q, want %q", u.Username, got, w.tenant)
+		}
+		var roles []struct{ Name string }
+		a.Do("GET", "/users/"+u.ID+"/role-mappings/realm/composite", nil, &roles)
+		var names []string
+		for _, r := range roles {
+			if strings.HasPrefix(r.Name, "endatix-") {
+				names = append(names, r.Name)
+			}
+		}
+		if wr := []string{w.role}; (w.role == "" && len(names) != 0) || (w.role != "" && !slices.Equal(names, wr)) {
+			t.Errorf("%s: realm roles %v, want %q", u.Username, names, w.role)
+		}
+	}
+	if seen != len(want) {
+		t.Errorf("%d of the %d demo users found: %v", seen, len(want), users)
+	}
+
+	c := claims(t, kc.Token(t, "endatix", "endatix-hub", "amir", kc.UserPassword))
+	aud := c["aud"]
+	if s, ok := aud.(string); (ok && s != "keybridge") || (!ok && !slices.Contains(toStrings(aud), "keybridge")) {
+		t.Errorf("amir's aud = %v, want keybridge", aud)
+	}
+	if c["tenant_id"] != "acme" || !slices.Contains(toStrings(c["realm_access"].(map[string]any)["roles"]), "endatix-admin") {
+		t.Errorf("amir's token: tenant_id %v realm_access %v", c["tenant_id"], c["realm_access"])
+	}
+	if c := claims(t, kc.Token(t, "endatix", "endatix-hub", "paula", kc.UserPassword)); c["tenant_id"] != nil {
+		t.Errorf("paula (PlatformAdmin, no tenant) has tenant_id %v", c["tenant_id"])
+	}
+
+	// The service account: the same realm-management roles as in fastn.
+	saRoles := func(a *testenv.Admin) []string {
+		var cl []struct{ ID string }
+		a.Do("GET", "/clients?clientId="+kc.ClientID, nil, &cl)
+		var sa struct{ ID string }
+		a.Do("GET", "/clients/"+cl[0].ID+"/service-account-user", nil, &sa)
+		var rm []struct{ ID string }
+		a.Do("GET", "/clients?clientId=realm-management", nil, &rm)
+		var roles []struct{ Name string }
+		a.Do("GET", "/users/"+sa.ID+"/role-mappings/clients/"+rm[0].ID, nil, &roles)
+		var out []string
+		for _, r := range roles {
+			out = append(out, r.Name)
+		}
+		slices.Sort(out)
+		return out
+	}
+	if f, e := saRoles(fastn), saRoles(a); len(f) < 8 || !slices.Equal(f, e) {
+		t.Errorf("service account roles: endatix %v, fastn %v", e, f)
+	}
+	tok := token(t, kc, "endatix", url.Values{"grant_type": {"client_credentials"}, "client_id": {kc.ClientID}, "client_secret": {kc.ClientSecret}})
+	if code, body := call(t, kc, tok, "GET", "/admin/realms/endatix/users/profile", ""); code != 200 {
+		t.Errorf("service account reads the user profile: %d %s", code, body)
+	}
+	if code, body := call(t, kc, tok, "PUT", "/admin/realms/endatix", `{"displayName":"pwned"}`); code != 403 {
+		t.Errorf("service account changes realm settings: %d %s", code, body)
 	}
 }

@@ -2,7 +2,7 @@
 """Admin-API steps for the demo realms, on the local Keycloak.
 
   realm.py post-import   create organizations acme and globex with their members (idempotent)
-  realm.py reset         delete realms fastn and other, re-create them from deploy/keycloak, then post-import
+  realm.py reset         delete realms fastn, other and endatix, re-create them from deploy/keycloak, then post-import
 
 Organizations are made through the admin API rather than the realm import so
 the same steps work whatever the import of organizations supports.
@@ -19,6 +19,8 @@ KC = os.environ.get("KC_URL", "http://127.0.0.1:8180")
 ADMIN = os.environ.get("KC_ADMIN", "admin")
 PASSWORD = os.environ.get("KC_ADMIN_PASSWORD", "keybridge-admin")
 ORGS = {"acme": "acme.test", "globex": "globex.test"}
+# Every deploy/keycloak/realm-<name>.json; deploy/local/up imports the same files.
+REALMS = ("fastn", "other", "endatix")
 
 
 def token():
@@ -68,7 +70,7 @@ def post_import(tok):
 
 
 def reset(tok):
-    for name in ("fastn", "other"):
+    for name in REALMS:
         call(tok, "DELETE", "/" + name, ok=(204, 404))
         with open(os.path.join(ROOT, "deploy", "keycloak", f"realm-{name}.json")) as f:
             call(tok, "POST", "", json.load(f))
