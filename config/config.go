@@ -69,6 +69,13 @@ type Server struct {
 	// production (go tool pprof http://127.0.0.1:6060/debug/pprof/profile).
 	// Empty (the default) serves nothing.
 	DebugListen string `yaml:"debug_listen"`
+	// TenantHeader names the request header in which a caller names the
+	// tenant it acts in, on /v1/check, /v1/me, /oauth2/introspect (a bearer
+	// caller's own tenant), forward-auth and the management API. It is
+	// honoured only for a tenant the caller belongs to (synced membership or
+	// token claim), else 403 tenant_forbidden (docs/operations.md, "Active
+	// tenant").
+	TenantHeader string `yaml:"tenant_header"`
 }
 
 // Log configures log/slog.
@@ -307,7 +314,7 @@ type Audit struct {
 // Default returns a config with every default filled in.
 func Default() Config {
 	return Config{
-		Server:   Server{Listen: "127.0.0.1:8080", ShutdownTimeout: 15 * time.Second, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute, GCPercent: 400},
+		Server:   Server{Listen: "127.0.0.1:8080", ShutdownTimeout: 15 * time.Second, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute, GCPercent: 400, TenantHeader: "X-Keybridge-Tenant"},
 		Log:      Log{Level: "info", Format: "json"},
 		Database: Database{MaxConns: 20},
 		Keycloak: Keycloak{Realm: "", ClientID: "keybridge", Timeout: 10 * time.Second, PageSize: 200, Retries: 3, Concurrency: 4},

@@ -206,6 +206,19 @@ func (c *Config) Validate() []error {
 		}
 		seen[canon] = h.key
 	}
+	// The tenant header comes from the client: it must not be a header a
+	// proxy, keybridge or the upstream reads for something else.
+	switch canon := http.CanonicalHeaderKey(c.Server.TenantHeader); {
+	case !isHeaderName(c.Server.TenantHeader):
+		add("server.tenant_header", "%q is not a header name such as X-Keybridge-Tenant", c.Server.TenantHeader)
+	case seen[canon] != "":
+		add("server.tenant_header", "%q is also forward_auth.headers.%s, which keybridge answers with: name the request header apart, for example X-Keybridge-Tenant", c.Server.TenantHeader, seen[canon])
+	case canon == http.CanonicalHeaderKey(c.ForwardAuth.Headers.Tenant) ||
+		slices.Contains([]string{"Authorization", "Cookie", "Host", "Content-Length", "Content-Type", "Connection", "Transfer-Encoding", "Set-Cookie",
+			"Www-Authenticate", "Retry-After", "X-Auth-Error", "X-Request-Id", "X-Forwarded-For", "X-Real-Ip", "Forwarded",
+			"X-Original-Method", "X-Original-Uri", "X-Forwarded-Method", "X-Forwarded-Uri", "X-Forwarded-Host", "X-Forwarded-Proto"}, canon):
+		add("server.tenant_header", "%q is a header with its own meaning: name the tenant header, for example X-Keybridge-Tenant", c.Server.TenantHeader)
+	}
 	if c.Audit.QueueSize < 1 {
 		add("audit.queue_size", "must be at least 1 (100000 is usual)")
 	}

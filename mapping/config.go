@@ -25,10 +25,15 @@ type Config struct {
 	AllowUserEditedAttributes bool `yaml:"allow_user_edited_attributes"`
 }
 
-// TenantSource picks one way to find a subject's tenant.
+// TenantSource picks one way to find a subject's tenants. Sync records
+// them as memberships, placing stored assignments in the first in sorted
+// order; a request acts in the one it names, else the one its token gives,
+// else the only synced membership (Engine.ResolveIn).
 type TenantSource struct {
 	// Organization: the Keycloak organizations (aliases) the subject is a
-	// member of; the first alias in sorted order is the tenant.
+	// member of. A token carries them only when its client asked for
+	// Keycloak's organization scope; without it the synced membership
+	// places the request.
 	Organization bool `yaml:"organization"`
 	// GroupPrefix: the path segment right under this prefix, for every group
 	// under it (/customers/acme/engineering -> acme).

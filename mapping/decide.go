@@ -40,7 +40,8 @@ const ownedSuffix = ".owned"
 // path, every reason it returns there having been written by Resolve, so it
 // can sit in front of every request.
 //
-// Order of checks: a resource in another tenant is denied unless a global
+// Order of checks: a grant without the tenant it must act in
+// (TenantRequired) is denied; a resource in another tenant is denied unless a global
 // bypass role is held; a name outside the catalog is skipped; a policy
 // (platform.* behind PlatformAdmin) skips permissions whose role the caller
 // lacks, bypass or not; a bypass role then passes; a .owned permission needs
@@ -51,6 +52,9 @@ func (e *Engine) Decide(g *Grant, req Request) Decision {
 	}
 	if g == nil || g.idx == nil {
 		return Decision{Reason: "no resolved grant for the caller"}
+	}
+	if g.TenantRequired {
+		return Decision{Reason: TenantRequiredReason}
 	}
 	x := g.idx
 	global := g.global.src != nil && g.global.src.active(req.Now)

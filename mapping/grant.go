@@ -81,7 +81,11 @@ type Grant struct {
 	Subject  string   `json:"subject"`
 	Username string   `json:"username,omitempty"`
 	Tenant   string   `json:"tenant,omitempty"`  // the tenant the subject acts in
-	Tenants  []string `json:"tenants,omitempty"` // every tenant the facts place the subject in, sorted
+	Tenants  []string `json:"tenants,omitempty"` // every tenant the subject may act in (MayActIn), sorted
+	// TenantRequired: the subject may act in several tenants and nothing
+	// chose one (ResolveIn): Tenant is "", and Decide denies every check
+	// until the request names one.
+	TenantRequired bool `json:"tenant_required,omitempty"`
 	// Roles are the roles held at resolve time, highest rank first.
 	Roles []string `json:"roles"`
 	// Permissions are the permissions held at resolve time, sorted.
@@ -147,31 +151,55 @@ func (g *Grant) hasID(id int32, now time.Time) *hold {
 // Authenticated pseudo role, and returns the grant. Assignments already
 // expired at now are left out; those still running carry their expiry.
 //
-// The tenant comes from the tenant source; a subject it places nowhere is
-// placed by the first matching rule that pins a tenant. Rules pinned to
-// another tenant, and assignments made in another tenant, do not count.
+// The tenant comes from the tenant source: the first of the facts' tenants
+// in sorted order. A subject it places nowhere is placed by the first
+// matching rule that pins a tenant. Rules pinned to another tenant, and
+// assignments made in another tenant, do not count. This is sync's
+// placement (the tenant its stored assignments are written in); a request
+// acts in the tenant ResolveIn chooses.
 func (e *Engine) Resolve(f Facts, stored []Assignment, now time.Time) *Grant {
+	g, matched := e.start(&f)
+	g.Tenants = e.tenants(&f, &e.cfg.Claims)
+	if len(g.Tenants) > 0 {
+		g.Tenant = g.Tenants[0]
+	} else if t := e.pinnedTenant(matched); t != "" {
+		g.Tenant = t
+		g.Tenants = []string{t}
+	}
+	e.fill(g, &f, matched, stored, now)
+	return g
+}
+
+// start begins a grant for the facts and matches every rule against them.
+func (e *Engine) start(f *Facts) (*Grant, []bool) {
 	x := e.idx
 	g := &Grant{Subject: f.Subject, Username: f.Username, idx: x,
 		lasting: make([]uint64, x.words()), holds: make([][]hold, len(x.names)),
 		roles: map[string]*source{}, policy: make([]*source, len(x.policies))}
-	paths := &e.cfg.Claims
-	g.Tenants = e.tenants(&f, paths)
 	matched := make([]bool, len(e.rules))
 	for i := range e.rules {
-		matched[i] = e.rules[i].matches(&f, paths)
+		matched[i] = e.rules[i].matches(f, &e.cfg.Claims)
 	}
-	if len(g.Tenants) > 0 {
-		g.Tenant = g.Tenants[0]
-	} else if e.pinned {
-		for i := range e.rules {
-			if matched[i] && e.rules[i].tenant != "" {
-				g.Tenant = e.rules[i].tenant
-				g.Tenants = []string{g.Tenant}
-				break
-			}
+	return g, matched
+}
+
+// pinnedTenant is the tenant of the first matching rule that pins one, or "".
+func (e *Engine) pinnedTenant(matched []bool) string {
+	if !e.pinned {
+		return ""
+	}
+	for i := range e.rules {
+		if matched[i] && e.rules[i].tenant != "" {
+			return e.rules[i].tenant
 		}
 	}
+	return ""
+}
+
+// fill grants, in g.Tenant, what the matched rules and the stored
+// assignments give.
+func (e *Engine) fill(g *Grant, f *Facts, matched []bool, stored []Assignment, now time.Time) {
+	x := e.idx
 	g.Teams = append([]string{}, f.Groups...)
 	sort.Strings(g.Teams)
 	g.Teams = dedupe(g.Teams)
@@ -213,7 +241,6 @@ func (e *Engine) Resolve(f Facts, stored []Assignment, now time.Time) *Grant {
 		g.addRole(e.authn, &source{note: "pseudo role of every verified subject"})
 	}
 	e.finish(g, now)
-	return g
 }
 
 func (g *Grant) addRole(r *role, src *source) {

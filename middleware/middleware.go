@@ -29,6 +29,14 @@ type Authenticator interface {
 	Authenticate(ctx context.Context, bearer string) (*mapping.Grant, error)
 }
 
+// TenantAuthenticator is an Authenticator that resolves the caller in the
+// tenant the request names ("" names none): keybridge's identity resolver.
+// A tenant the caller may not act in is a *mapping.TenantError; a caller
+// left with several tenants and no choice gets Grant.TenantRequired.
+type TenantAuthenticator interface {
+	AuthenticateIn(ctx context.Context, bearer, tenant string) (*mapping.Grant, error)
+}
+
 // Decider answers permission checks (step 4); *mapping.Engine is one.
 type Decider interface {
 	Decide(g *mapping.Grant, req mapping.Request) mapping.Decision
@@ -77,6 +85,35 @@ type Middleware struct {
 	// own handlers audit their outcomes themselves and leave it off.
 	AuditSuccess bool
 	Now          func() time.Time
+	// TenantHeader names the request header in which a caller names the
+	// tenant it acts in (keybridge: server.tenant_header, by default
+	// X-Keybridge-Tenant); "" reads none. The tenant is honoured only where
+	// the caller may act (mapping.Grant.MayActIn), resolved by a
+	// TenantAuthenticator; otherwise the answer is 403 tenant_forbidden. A
+	// caller with several tenants that names none is answered 409
+	// tenant_required. Both are audited, and the transaction's app.tenant_id
+	// is always the tenant the grant acts in.
+	TenantHeader string
+}
+
+// NamedTenant reads the tenant a request names in header name: "" when it
+// names none (or name is ""). More than one such header, or a value that
+// is no tenant name (mapping.ValidTenantName), is an error.
+func NamedTenant(h http.Header, name string) (string, error) {
+	if name == "" {
+		return "", nil
+	}
+	vs := h.Values(name)
+	switch {
+	case len(vs) == 0:
+		return "", nil
+	case len(vs) > 1:
+		return "", errors.New("send at most one " + name + " header")
+	}
+	if err := mapping.ValidTenantName(vs[0]); err != nil {
+		return "", errors.New(name + ": " + err.Error())
+	}
+	return vs[0], nil
 }
 
 type ctxKey int
@@ -153,9 +190,9 @@ func (m *Middleware) begin(r *http.Request, client, action string, anyOf []strin
 	if !ok {
 		return nil, nil, refuse("no bearer token", &failure{http.StatusUnauthorized, "unauthenticated", "a bearer token is required", 0})
 	}
-	g, err := m.Auth.Authenticate(ctx, token)
-	if err != nil {
-		return nil, nil, refuse("invalid token", &failure{http.StatusUnauthorized, "invalid_token", "the token is invalid or expired", 0})
+	g, f := m.authenticate(ctx, r, token, audit, refuse)
+	if f != nil {
+		return nil, nil, f
 	}
 	// 3: the transaction under the caller's session variables.
 	ctx = rls.WithSession(ctx, SessionFor(g))
@@ -190,6 +227,47 @@ func (m *Middleware) begin(r *http.Request, client, action string, anyOf []strin
 	ctx = context.WithValue(ctx, txnKey, t)
 	t.ctx = ctx
 	return ctx, t, nil
+}
+
+// authenticate resolves the caller in the tenant the request names in
+// TenantHeader, and refuses what that leaves ambiguous or out of reach:
+// a tenant the caller may not act in (403), a malformed choice (400), and
+// a caller of several tenants that names none (409), each audited.
+func (m *Middleware) authenticate(ctx context.Context, r *http.Request, token string,
+	audit func(g *mapping.Grant, outcome, reason string, status int), refuse func(reason string, f *failure) *failure) (*mapping.Grant, *failure) {
+	named, malformed := NamedTenant(r.Header, m.TenantHeader)
+	var g *mapping.Grant
+	var err error
+	ta, resolvesIn := m.Auth.(TenantAuthenticator)
+	if resolvesIn && malformed == nil {
+		g, err = ta.AuthenticateIn(ctx, token, named)
+	} else {
+		g, err = m.Auth.Authenticate(ctx, token)
+	}
+	var te *mapping.TenantError
+	switch {
+	case errors.As(err, &te):
+		audit(te.Grant, "denied", te.Error(), http.StatusForbidden)
+		return nil, &failure{http.StatusForbidden, "tenant_forbidden", "the caller may not act in the tenant the request names", 0}
+	case err != nil:
+		return nil, refuse("invalid token", &failure{http.StatusUnauthorized, "invalid_token", "the token is invalid or expired", 0})
+	case malformed != nil:
+		audit(g, "denied", malformed.Error(), http.StatusBadRequest)
+		return nil, &failure{http.StatusBadRequest, "invalid_request", malformed.Error(), 0}
+	case !resolvesIn && named != "" && named != g.Tenant:
+		// This Authenticator resolves the token's own tenant only.
+		why := "the request names tenant " + strconv.Quote(named) + ", and the authenticator resolves callers in their token's tenant only"
+		audit(g, "denied", why, http.StatusForbidden)
+		return nil, &failure{http.StatusForbidden, "tenant_forbidden", "this service cannot act in the tenant the request names", 0}
+	case g.TenantRequired:
+		msg := "the caller may act in several tenants and the request names none"
+		if m.TenantHeader != "" {
+			msg += ": name one with the " + m.TenantHeader + " header"
+		}
+		audit(g, "denied", mapping.TenantRequiredReason, http.StatusConflict)
+		return nil, &failure{http.StatusConflict, "tenant_required", msg, 0}
+	}
+	return g, nil
 }
 
 // Release commits the request's transaction before the handler ends, for a

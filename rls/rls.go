@@ -3,7 +3,16 @@
 // set, for keybridge itself and for Go services that import it: every
 // variable is set with set_config(name, value, true), parameterized and
 // transaction-local, before the first query of the transaction runs. A list
-// (app.roles) is a text[] literal, read with keybridge.current_roles().
+// (app.roles, app.tenant_ids) is a text[] literal, read with
+// keybridge.current_roles() and keybridge.current_tenants().
+//
+// A caller wider than one tenant also switches the database role, again
+// transaction-locally: an organization-level session (TenantIDs) to
+// OrganizationRole, a platform session to PlatformRole. Each of those roles
+// has policies of its own, so the tenant policy of the login role names the
+// tenant alone and keeps the tenant index (docs/rls.md). Nothing outlives the
+// transaction, so a transaction-pooling PgBouncer may hand the connection to
+// another tenant next.
 package rls
 
 import (
@@ -19,6 +28,12 @@ import (
 type Session struct {
 	// TenantID is app.tenant_id: rows of other tenants are invisible.
 	TenantID string `json:"app.tenant_id"`
+	// TenantIDs is app.tenant_ids, for an organization-level role: the
+	// other tenants (an organization's customers) the request may read
+	// beside TenantID, set as a text[] literal and read, with TenantID,
+	// through keybridge.current_tenants(). When set, the transaction runs
+	// as OrganizationRole.
+	TenantIDs []string `json:"app.tenant_ids,omitempty"`
 	// UserID is app.user_id, the subject of the token.
 	UserID string `json:"app.user_id"`
 	// Role is app.role, the caller's highest role.
@@ -27,18 +42,43 @@ type Session struct {
 	// ({"Viewer","Reader"}) and read with keybridge.current_roles().
 	Roles []string `json:"app.roles"`
 	// Platform is app.platform='on': only for a global-bypass role such as
-	// PlatformAdmin; it widens the policies to every tenant.
+	// PlatformAdmin. The transaction runs as PlatformRole, whose policies
+	// admit every tenant while app.platform is on.
 	Platform bool `json:"app.platform,omitempty"`
+}
+
+// The database roles a transaction switches to for a caller wider than one
+// tenant. The login role (keybridge_app for keybridge) must be able to
+// SET ROLE to them without inheriting them (docs/rls.md). A service whose
+// roles have other names sets these once, before its first transaction; an
+// empty name switches nothing.
+var (
+	OrganizationRole = "keybridge_org"
+	PlatformRole     = "keybridge_platform"
+)
+
+// DatabaseRole is the role the session's transactions switch to, or "" for
+// one tenant: PlatformRole for a platform session, OrganizationRole for one
+// with TenantIDs.
+func (s Session) DatabaseRole() string {
+	switch {
+	case s.Platform:
+		return PlatformRole
+	case len(s.TenantIDs) > 0:
+		return OrganizationRole
+	}
+	return ""
 }
 
 // Vars returns the session as the variables set_config receives.
 func (s Session) Vars() map[string]string {
 	v := map[string]string{
-		"app.tenant_id": s.TenantID,
-		"app.user_id":   s.UserID,
-		"app.role":      s.Role,
-		"app.roles":     textArray(s.Roles),
-		"app.platform":  "",
+		"app.tenant_id":  s.TenantID,
+		"app.user_id":    s.UserID,
+		"app.role":       s.Role,
+		"app.roles":      textArray(s.Roles),
+		"app.platform":   "",
+		"app.tenant_ids": textArray(s.TenantIDs),
 	}
 	if s.Platform {
 		v["app.platform"] = "on"
@@ -91,12 +131,17 @@ type Beginner interface {
 	BeginTx(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, error)
 }
 
+// setSQL sets every variable, and the role when there is one to switch to,
+// in one round trip. set_config(..., true) is SET LOCAL: it ends with the
+// transaction.
 const setSQL = `SELECT set_config('app.tenant_id', $1, true), set_config('app.user_id', $2, true),
-	set_config('app.role', $3, true), set_config('app.roles', $4, true), set_config('app.platform', $5, true)`
+	set_config('app.role', $3, true), set_config('app.roles', $4, true), set_config('app.platform', $5, true),
+	set_config('app.tenant_ids', $6, true), CASE WHEN $7::text <> '' THEN set_config('role', $7::text, true) END`
 
 // Begin starts a transaction on db and sets the session variables of the
-// session in ctx. An empty TenantID leaves app.tenant_id empty, under which
-// the policies show no tenant-scoped row.
+// session in ctx, switching to its DatabaseRole if it has one. An empty
+// TenantID leaves app.tenant_id empty, under which the policies show no
+// tenant-scoped row.
 func Begin(ctx context.Context, db Beginner, opts pgx.TxOptions) (pgx.Tx, error) {
 	s, ok := FromContext(ctx)
 	if !ok {
@@ -107,7 +152,8 @@ func Begin(ctx context.Context, db Beginner, opts pgx.TxOptions) (pgx.Tx, error)
 		return nil, fmt.Errorf("rls: begin: %w", err)
 	}
 	v := s.Vars()
-	if _, err := tx.Exec(ctx, setSQL, v["app.tenant_id"], v["app.user_id"], v["app.role"], v["app.roles"], v["app.platform"]); err != nil {
+	if _, err := tx.Exec(ctx, setSQL, v["app.tenant_id"], v["app.user_id"], v["app.role"], v["app.roles"], v["app.platform"],
+		v["app.tenant_ids"], s.DatabaseRole()); err != nil {
 		_ = tx.Rollback(ctx)
 		return nil, fmt.Errorf("rls: set session: %w", err)
 	}

@@ -2,16 +2,13 @@ package sync
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/url"
 	"strconv"
-	"strings"
 	gosync "sync"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/keybridge/keybridge/internal/audit"
 	"github.com/keybridge/keybridge/internal/store"
@@ -34,16 +31,9 @@ type UserEvent struct {
 	UserID string `json:"userId"`
 	Client string `json:"clientId"`
 	Error  string `json:"error"`
-}
 
-// userOf returns the user id an admin event's path names ("users/{id}...").
-func userOf(path string) string {
-	rest, ok := strings.CutPrefix(path, "users/")
-	if !ok {
-		return ""
-	}
-	id, _, _ := strings.Cut(rest, "/")
-	return id
+	// SessionID is the Keycloak session (tokens' sid) a LOGOUT ended.
+	SessionID string `json:"sessionId"`
 }
 
 // seen remembers the event ids already taken, so the overlap window never
@@ -155,9 +145,15 @@ func (s *Service) PollOnce(ctx context.Context, dedup *seen) error {
 	if err != nil {
 		return fmt.Errorf("user events: %w", err)
 	}
-	// Structural admin events are taken at once and request a full run,
-	// which reconciles everything; so the cursor moves on, and a user
-	// disabled after them still takes effect within one round.
+	// Issue 14 hook (sessions.go): session ends and not-before pushes,
+	// recorded before the rest; a failed write returns before any cursor moves.
+	if err := s.applyRevocations(ctx, admin, user, dedup); err != nil {
+		return err
+	}
+	// Each admin event is applied to what it names (incremental.go); one it
+	// cannot place, or whose re-read fails, is taken all the same and asks
+	// for a full run, which reconciles everything: so the cursor moves on,
+	// and a user disabled after it still takes effect within one round.
 	needFull := false
 	var aMax, uMax int64
 	for _, e := range admin {
@@ -171,7 +167,7 @@ func (s *Service) PollOnce(ctx context.Context, dedup *seen) error {
 			s.countEvent("admin", "duplicate")
 			continue
 		}
-		full, err := s.ApplyAdminEvent(ctx, e.ResourceType, e.ResourcePath, time.UnixMilli(e.Time), "admin")
+		full, err := s.ApplyAdminEvent(ctx, e, "admin")
 		if err != nil {
 			// A full run covers any admin change; it also keeps one event
 			// that cannot be applied from holding up the rest.
@@ -182,6 +178,9 @@ func (s *Service) PollOnce(ctx context.Context, dedup *seen) error {
 				s.Log.WarnContext(ctx, "admin event not applied; a full sync will cover it", "resource_type", e.ResourceType, "error", err)
 			}
 			s.countEvent("admin", "deferred")
+			if s.Metrics != nil {
+				s.Metrics.SyncFullFallbacks.WithLabelValues(FallbackApplyFailed).Inc()
+			}
 			full = true
 		} else {
 			s.countEvent("admin", "applied")
@@ -228,83 +227,21 @@ func (s *Service) countEvent(source, outcome string) {
 	}
 }
 
-// ApplyAdminEvent applies an admin change by re-reading what it names,
-// never trusting the event's representation. A user's own row is updated
-// at once (so a disabled user's tokens die now); anything structural
-// (groups, roles, memberships, mappings) asks for a full reconcile, which
-// the caller coalesces. It reports whether a full run is needed.
-func (s *Service) ApplyAdminEvent(ctx context.Context, resourceType, path string, at time.Time, source string) (bool, error) {
-	switch resourceType {
-	case "USER":
-		id := userOf(path)
-		if id == "" {
-			return true, nil
-		}
-		known, err := s.RefreshUser(ctx, id)
-		if err != nil {
-			return false, err
-		}
-		if !known {
-			// A new user: memberships, roles and tenant come with a full run.
-			return true, nil
-		}
-		if s.Metrics != nil {
-			s.Metrics.EventApplyLag.WithLabelValues(source).Observe(s.now().Sub(at).Seconds())
-		}
-		return false, nil
-	case "GROUP", "GROUP_MEMBERSHIP", "REALM_ROLE", "REALM_ROLE_MAPPING", "CLIENT_ROLE", "CLIENT_ROLE_MAPPING", "CLIENT", "ORGANIZATION", "ORGANIZATION_MEMBERSHIP":
-		return true, nil
-	}
-	return false, nil
-}
-
-// RefreshUser re-reads one user and updates its row; a user gone from
-// Keycloak becomes deleted and loses its Keycloak and rule assignments.
-func (s *Service) RefreshUser(ctx context.Context, id string) (bool, error) {
-	u, err := s.KC.User(ctx, id)
-	gone := errors.Is(err, ErrNotFound)
-	if err != nil && !gone {
-		return false, err
-	}
-	known := false
-	err = pgx.BeginFunc(ctx, s.Store.SysPool(), func(tx pgx.Tx) error {
-		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM people WHERE id = $1)`, id).Scan(&known); err != nil || !known {
-			return err
-		}
-		if gone {
-			if _, err := tx.Exec(ctx, `UPDATE people SET status = 'deleted', deleted_at = coalesce(deleted_at, now()), updated_at = now() WHERE id = $1 AND status <> 'deleted'`, id); err != nil {
-				return err
-			}
-			if _, err := tx.Exec(ctx, `DELETE FROM role_assignments WHERE person_id = $1 AND source IN ('keycloak', 'rule')`, id); err != nil {
-				return err
-			}
-		} else {
-			status := "active"
-			if !u.Enabled {
-				status = "inactive"
-			}
-			display := strings.TrimSpace(u.FirstName + " " + u.LastName)
-			if display == "" {
-				display = u.Username
-			}
-			// An invited person stays invited while Keycloak's actions are pending.
-			if _, err := tx.Exec(ctx, `UPDATE people SET username = $2, email = nullif($3, ''), first_name = nullif($4, ''), last_name = nullif($5, ''),
-				display_name = $6, email_verified = $7,
-				status = CASE WHEN status = 'invited' AND $8 AND $9 = 'active' THEN 'invited' ELSE $9 END, updated_at = now()
-				WHERE id = $1`, id, u.Username, u.Email, u.FirstName, u.LastName, display, u.EmailVerified, len(u.RequiredActions) > 0, status); err != nil {
-				return err
-			}
-		}
-		_, err := tx.Exec(ctx, `SELECT pg_notify('keybridge_changed', json_build_object('kind', 'person', 'id', $1::text)::text)`, id)
-		return err
-	})
-	return known, err
-}
-
 var eventNS = uuid.MustParse("6f6b2b0e-4b1f-4c1e-9a57-6b6579627269")
 
+// userChanges are the user events by which users change what keybridge
+// syncs of them (a registration, their profile or email, a link to an
+// identity provider, deleting their account, a lockout that disables them):
+// each re-reads the user whole (RefreshUser).
+var userChanges = map[string]bool{
+	"REGISTER": true, "UPDATE_PROFILE": true, "UPDATE_EMAIL": true, "VERIFY_EMAIL": true, "DELETE_ACCOUNT": true,
+	"FEDERATED_IDENTITY_LINK": true, "REMOVE_FEDERATED_IDENTITY": true, "IDENTITY_PROVIDER_FIRST_LOGIN": true,
+	"IDENTITY_PROVIDER_LINK_ACCOUNT": true, "USER_DISABLED_BY_PERMANENT_LOCKOUT": true,
+}
+
 // ApplyUserEvent turns logins, failed logins and refreshes into audit rows
-// (idempotent by event id) and moves people's last-active time.
+// (idempotent by event id) and moves people's last-active time; the events
+// in userChanges re-read their user.
 func (s *Service) ApplyUserEvent(ctx context.Context, eventKey, typ, userID, errText string, at time.Time) error {
 	action := ""
 	switch typ {
@@ -315,6 +252,9 @@ func (s *Service) ApplyUserEvent(ctx context.Context, eventKey, typ, userID, err
 	case "REFRESH_TOKEN":
 		action = "credential.token_refresh"
 	default:
+		if userChanges[typ] {
+			return s.RefreshUser(ctx, userID)
+		}
 		return nil
 	}
 	sys := s.Store.SysPool()

@@ -121,8 +121,13 @@ func (k *Keycloak) get(ctx context.Context, op, path string, q url.Values, out a
 		if err != nil {
 			return struct{}{}, err
 		}
+		release, err := acquire(ctx)
+		if err != nil {
+			return struct{}{}, backoff.Permanent(err)
+		}
 		start := time.Now()
 		res, err := k.gc.GetRequestWithBearerAuth(ctx, tok).SetQueryParamsFromValues(q).Get(k.base + "/admin/realms/" + url.PathEscape(k.realm) + path)
+		release()
 		status := 0
 		if res != nil {
 			status = res.StatusCode()
@@ -178,14 +183,8 @@ func pages[T any](ctx context.Context, k *Keycloak, op, path string, q url.Value
 // is told the length of each page.
 func pagesUpTo[T any](ctx context.Context, k *Keycloak, op, path string, q url.Values, size, limit int, report func(int)) (all []T, complete bool, err error) {
 	for first := 0; limit <= 0 || first < limit; first += size {
-		qq := url.Values{}
-		for key, v := range q {
-			qq[key] = v
-		}
-		qq.Set("first", strconv.Itoa(first))
-		qq.Set("max", strconv.Itoa(size))
 		var page []T
-		if err := k.get(ctx, op, path, qq, &page); err != nil {
+		if err := k.get(ctx, op, path, pageQuery(q, first, size), &page); err != nil {
 			return nil, false, err
 		}
 		if report != nil {
@@ -197,6 +196,111 @@ func pagesUpTo[T any](ctx context.Context, k *Keycloak, op, path string, q url.V
 		}
 	}
 	return all, false, nil
+}
+
+// pageQuery is q with one page's first and max.
+func pageQuery(q url.Values, first, size int) url.Values {
+	qq := make(url.Values, len(q)+2)
+	for key, v := range q {
+		qq[key] = v
+	}
+	qq.Set("first", strconv.Itoa(first))
+	qq.Set("max", strconv.Itoa(size))
+	return qq
+}
+
+type limitKey struct{}
+
+// withLimit bounds the requests made under ctx, from any number of
+// goroutines, to n in flight at once: a snapshot reads its parts at once
+// and still keeps Keycloak to keycloak.concurrency requests.
+func withLimit(ctx context.Context, n int) context.Context {
+	return context.WithValue(ctx, limitKey{}, make(chan struct{}, max(n, 1)))
+}
+
+// acquire waits for a request slot under ctx's limit, if it has one; the
+// caller releases it once the answer is in.
+func acquire(ctx context.Context) (func(), error) {
+	sem, _ := ctx.Value(limitKey{}).(chan struct{})
+	if sem == nil {
+		return func() {}, nil
+	}
+	select {
+	case sem <- struct{}{}:
+		return func() { <-sem }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// taskGroup runs tasks at once; the first error cancels the others and is
+// what Wait returns.
+type taskGroup struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     gosync.WaitGroup
+	once   gosync.Once
+	err    error
+}
+
+func newTaskGroup(ctx context.Context) *taskGroup {
+	ctx, cancel := context.WithCancel(ctx)
+	return &taskGroup{ctx: ctx, cancel: cancel}
+}
+
+func (g *taskGroup) Go(fn func(context.Context) error) {
+	g.wg.Go(func() {
+		if err := fn(g.ctx); err != nil {
+			g.once.Do(func() { g.err = err; g.cancel() })
+		}
+	})
+}
+
+func (g *taskGroup) Wait() error {
+	g.wg.Wait()
+	g.cancel()
+	return g.err
+}
+
+// interner gives each distinct id a small ordinal and one string.
+type interner struct {
+	mu  gosync.Mutex
+	ord map[string]int32
+	ids []string
+}
+
+func newInterner() *interner { return &interner{ord: map[string]int32{}} }
+
+// of returns id's ordinal and the string the interner holds for it.
+func (n *interner) of(id string) (int32, string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if o, ok := n.ord[id]; ok {
+		return o, n.ids[o]
+	}
+	o := int32(len(n.ids))
+	n.ord[id] = o
+	n.ids = append(n.ids, id)
+	return o, id
+}
+
+func (n *interner) lookup(id string) (int32, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	o, ok := n.ord[id]
+	return o, ok
+}
+
+func (n *interner) id(o int32) string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.ids[o]
+}
+
+func (n *interner) len() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.ids)
 }
 
 // forEach calls fn for 0 <= i < n with at most keycloak.concurrency calls

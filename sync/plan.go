@@ -1,6 +1,7 @@
 package sync
 
 import (
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -11,35 +12,57 @@ import (
 
 // Desired turns a snapshot into the state the store should hold. current
 // is consulted only to keep an invited person invited until they act.
+//
+// Rows share their strings: a role's key, a group's id and tenant, a
+// person's id are each held once however many rows name them.
 func Desired(s *Snapshot, e *mapping.Engine, current *store.SyncState, now time.Time) *store.SyncState {
 	cfg := e.Config()
 	d := &store.SyncState{}
-	groups := map[string]*Group{}
+	groupAt := make(map[string]int32, len(s.Groups))
 	for i := range s.Groups {
-		groups[s.Groups[i].ID] = &s.Groups[i]
+		groupAt[s.Groups[i].ID] = int32(i)
 	}
-	roleByID := map[string]*Role{}
-	roleByKey := map[string]*Role{}
+	roleAt := make(map[string]int32, len(s.Roles))
+	roleByKey := make(map[string]int32, len(s.Roles))
+	keys := make([]string, len(s.Roles)) // "keycloak|client|name", as rows name roles
 	for i := range s.Roles {
-		roleByID[s.Roles[i].ID] = &s.Roles[i]
-		roleByKey[s.Roles[i].Key()] = &s.Roles[i]
+		r := &s.Roles[i]
+		roleAt[r.ID] = int32(i)
+		roleByKey[r.Key()] = int32(i)
+		keys[i] = "keycloak|" + r.ClientID + "|" + r.Name
 	}
-	userGroups := map[string][]string{}
-	for gid, members := range s.GroupMembers {
-		for _, u := range members {
-			userGroups[u] = append(userGroups[u], gid)
+	children := make([][]int32, len(s.Roles))
+	for i := range s.Roles {
+		for _, c := range s.Roles[i].Children {
+			if j, ok := roleAt[c]; ok {
+				children[i] = append(children[i], j)
+			}
 		}
 	}
-	userRoles := map[string]map[string]bool{}
-	add := func(u, roleID string) {
-		if userRoles[u] == nil {
-			userRoles[u] = map[string]bool{}
-		}
-		userRoles[u][roleID] = true
-	}
-	for rid, holders := range s.RoleHolders {
-		for _, u := range holders {
-			add(u, rid)
+	// The roles a group gives its members: its own mappings and every
+	// ancestor's (a group's mappings reach members of its subgroups).
+	groupRoles := make([][]int32, len(s.Groups))
+	for i := range s.Groups {
+		steps := 0
+		for g := int32(i); g >= 0 && steps <= len(s.Groups); steps++ {
+			grp := &s.Groups[g]
+			for _, name := range grp.RealmRoles {
+				if r, ok := roleByKey[name]; ok {
+					groupRoles[i] = append(groupRoles[i], r)
+				}
+			}
+			for client, names := range grp.ClientRoles {
+				for _, name := range names {
+					if r, ok := roleByKey[client+":"+name]; ok {
+						groupRoles[i] = append(groupRoles[i], r)
+					}
+				}
+			}
+			p, ok := groupAt[grp.ParentID]
+			if !ok {
+				break
+			}
+			g = p
 		}
 	}
 	orgsOf := map[string][]string{}
@@ -88,8 +111,11 @@ func Desired(s *Snapshot, e *mapping.Engine, current *store.SyncState, now time.
 		t, _, _ := strings.Cut(rest, "/")
 		return t
 	}
-	for _, g := range s.Groups {
+	groupTenant := make([]string, len(s.Groups))
+	d.Teams = make([]store.TeamRow, 0, len(s.Groups))
+	for i, g := range s.Groups {
 		t := teamTenant(g.Path)
+		groupTenant[i] = t
 		// A tenant is named after its own group; a deeper group only
 		// guarantees the tenant exists.
 		if g.Path == prefix+t && t != "" {
@@ -99,107 +125,93 @@ func Desired(s *Snapshot, e *mapping.Engine, current *store.SyncState, now time.
 		}
 		d.Teams = append(d.Teams, store.TeamRow{ID: g.ID, Tenant: t, Name: g.Name, Path: g.Path, ParentID: g.ParentID, Status: "active"})
 	}
+	// tenantIDs holds each tenant id once for the rows that name it.
+	tenantIDs := map[string]string{}
+	tenantID := func(t string) string {
+		if x, ok := tenantIDs[t]; ok {
+			return x
+		}
+		tenantIDs[t] = t
+		return t
+	}
+	systemKeys := map[string]string{}
 
-	for _, u := range s.Users {
-		// Roles through groups: a group's mappings reach members of its
-		// subgroups too.
-		var paths []string
-		for _, gid := range userGroups[u.ID] {
-			paths = append(paths, groups[gid].Path)
-			for g := groups[gid]; g != nil; g = groups[g.ParentID] {
-				for _, name := range g.RealmRoles {
-					if r := roleByKey[name]; r != nil {
-						add(u.ID, r.ID)
-					}
-				}
-				for client, names := range g.ClientRoles {
-					for _, name := range names {
-						if r := roleByKey[client+":"+name]; r != nil {
-							add(u.ID, r.ID)
-						}
-					}
-				}
-			}
+	d.People = make([]store.PersonRow, 0, len(s.Users))
+	held := make([]bool, len(s.Roles))
+	var eff, stack []int32
+	for ui := range s.Users {
+		u := &s.Users[ui]
+		// Every role the user holds: directly, through their groups, and
+		// through composites, transitively.
+		stack = append(stack[:0], u.Roles...)
+		for _, gi := range u.Groups {
+			stack = append(stack, groupRoles[gi]...)
 		}
-		// Composites, transitively.
-		eff := map[string]bool{}
-		var stack []string
-		for rid := range userRoles[u.ID] {
-			stack = append(stack, rid)
-		}
+		eff = eff[:0]
 		for len(stack) > 0 {
-			rid := stack[len(stack)-1]
+			r := stack[len(stack)-1]
 			stack = stack[:len(stack)-1]
-			if eff[rid] {
+			if held[r] {
 				continue
 			}
-			eff[rid] = true
-			if r := roleByID[rid]; r != nil {
-				stack = append(stack, r.Children...)
-			}
+			held[r] = true
+			eff = append(eff, r)
+			stack = append(stack, children[r]...)
 		}
-		f := mapping.Facts{Subject: u.ID, Username: u.Username, Email: u.Email, Groups: paths, Organizations: orgsOf[u.ID], Attributes: u.Attributes}
-		var keys []string
-		for rid := range eff {
-			r := roleByID[rid]
-			if r == nil {
-				continue
-			}
-			if r.ClientID == "" {
-				f.RealmRoles = append(f.RealmRoles, r.Name)
+		for _, r := range eff {
+			held[r] = false
+		}
+		slices.SortFunc(eff, func(a, b int32) int { return strings.Compare(keys[a], keys[b]) })
+		f := mapping.Facts{Subject: u.ID, Username: u.Username, Email: u.Email, Organizations: orgsOf[u.ID], Attributes: u.Attributes}
+		for _, gi := range u.Groups {
+			f.Groups = append(f.Groups, s.Groups[gi].Path)
+		}
+		for _, r := range eff {
+			if role := &s.Roles[r]; role.ClientID == "" {
+				f.RealmRoles = append(f.RealmRoles, role.Name)
 			} else {
-				f.ClientRoles = append(f.ClientRoles, r.Key())
+				f.ClientRoles = append(f.ClientRoles, role.Key())
 			}
-			keys = append(keys, "keycloak|"+r.ClientID+"|"+r.Name)
 		}
 		sort.Strings(f.RealmRoles)
 		sort.Strings(f.ClientRoles)
 		sort.Strings(f.Groups)
-		sort.Strings(keys)
 		g := e.Resolve(f, nil, now)
+		tenant := tenantID(g.Tenant)
 
-		status := "active"
-		switch {
-		case !u.Enabled:
-			status = "inactive"
-		case invited[u.ID] && len(u.RequiredActions) > 0:
-			status = "invited" // until the first login completes Keycloak's actions
-		}
-		display := strings.TrimSpace(u.FirstName + " " + u.LastName)
-		if display == "" {
-			display = u.Username
-		}
-		d.People = append(d.People, store.PersonRow{ID: u.ID, Username: u.Username, Email: u.Email, FirstName: u.FirstName,
-			LastName: u.LastName, DisplayName: display, Status: status, IdentityProvider: u.IdentityProvider,
-			EmailVerified: u.EmailVerified, Created: u.Created})
+		d.People = append(d.People, personRow(*u, invited[u.ID]))
 		for _, t := range g.Tenants {
 			if _, ok := tenants[t]; !ok {
 				tenants[t] = t
 			}
+			t = tenantID(t)
 			d.TenantMembers = append(d.TenantMembers, store.MemberRow{Group: t, Person: u.ID, Tenant: t})
 		}
-		for _, gid := range userGroups[u.ID] {
-			d.TeamMembers = append(d.TeamMembers, store.MemberRow{Group: gid, Person: u.ID, Tenant: teamTenant(groups[gid].Path)})
+		for _, gi := range u.Groups {
+			d.TeamMembers = append(d.TeamMembers, store.MemberRow{Group: s.Groups[gi].ID, Person: u.ID, Tenant: groupTenant[gi]})
 		}
-		for _, k := range keys {
-			d.Assignments = append(d.Assignments, store.AssignmentRow{Person: u.ID, Role: k, Tenant: g.Tenant, Source: "keycloak"})
+		for _, r := range eff {
+			d.Assignments = append(d.Assignments, store.AssignmentRow{Person: u.ID, Role: keys[r], Tenant: tenant, Source: "keycloak"})
 		}
 		for _, name := range g.Roles {
 			if r, ok := e.Role(name, g.Tenant); ok && r.Kind == "system" {
-				d.Assignments = append(d.Assignments, store.AssignmentRow{Person: u.ID, Role: "system||" + name, Tenant: g.Tenant, Source: "rule"})
+				key, ok := systemKeys[name]
+				if !ok {
+					key = "system||" + name
+					systemKeys[name] = key
+				}
+				d.Assignments = append(d.Assignments, store.AssignmentRow{Person: u.ID, Role: key, Tenant: tenant, Source: "rule"})
 			}
 		}
 	}
 	for id, name := range tenants {
 		d.Tenants = append(d.Tenants, store.TenantRow{ID: id, Name: name, Source: tenantSource, Status: "active"})
 	}
-	for _, r := range s.Roles {
+	for i, r := range s.Roles {
 		d.Roles = append(d.Roles, store.SyncRole{Kind: "keycloak", ClientID: r.ClientID, Name: r.Name, KeycloakID: r.ID,
 			Description: r.Description, Composite: r.Composite, Status: "active"})
-		for _, c := range r.Children {
-			if child := roleByID[c]; child != nil {
-				d.Composites = append(d.Composites, store.CompositeRow{Parent: "keycloak|" + r.ClientID + "|" + r.Name, Child: "keycloak|" + child.ClientID + "|" + child.Name})
-			}
+		for _, c := range children[i] {
+			d.Composites = append(d.Composites, store.CompositeRow{Parent: keys[i], Child: keys[c]})
 		}
 	}
 	for _, r := range e.Roles() {
@@ -210,6 +222,27 @@ func Desired(s *Snapshot, e *mapping.Engine, current *store.SyncState, now time.
 			Permissions: strings.Join(r.Permissions, ",")})
 	}
 	return d
+}
+
+// personRow is a Keycloak user as a person: the one rule for status and
+// display name, for full runs and events alike. An invited person stays
+// invited while Keycloak's required actions are pending (until the first
+// login completes them).
+func personRow(u User, invited bool) store.PersonRow {
+	status := "active"
+	switch {
+	case !u.Enabled:
+		status = "inactive"
+	case invited && len(u.RequiredActions) > 0:
+		status = "invited"
+	}
+	display := strings.TrimSpace(u.FirstName + " " + u.LastName)
+	if display == "" {
+		display = u.Username
+	}
+	return store.PersonRow{ID: u.ID, Username: u.Username, Email: u.Email, FirstName: u.FirstName,
+		LastName: u.LastName, DisplayName: display, Status: status, IdentityProvider: u.IdentityProvider,
+		EmailVerified: u.EmailVerified, Created: u.Created}
 }
 
 // Changes counts a plan by kind and operation.
@@ -237,21 +270,37 @@ type Plan struct {
 
 // Diff computes the plan. In additive mode nothing is deactivated or removed.
 //
-// People named in keep are never updated, deactivated or stripped by this
-// plan: they were written after the snapshot was read (an invitation, or an
-// event applied while this run read Keycloak), so the snapshot is older than
-// their row.
+// People named in keep are never updated, deactivated, stripped of or given
+// memberships and assignments by this plan: they were written after the
+// snapshot was read (an invitation, or an event applied while this run read
+// Keycloak), so the snapshot is older than their row.
 func Diff(cur, want *store.SyncState, additive bool, keep ...string) *Plan {
+	return diff(cur, want, additive, store.Written{People: keep})
+}
+
+// diff is Diff leaving alone every row in keep: people (never updated,
+// deactivated, stripped of or given memberships and assignments), teams,
+// tenants and Keycloak roles (never updated or deactivated; a role's
+// composites unchanged). They were written after the snapshot began, by an
+// event applied while this run read Keycloak, so the snapshot is older
+// than they are; the next run reconciles them.
+func diff(cur, want *store.SyncState, additive bool, keep store.Written) *Plan {
 	p := &Plan{Changes: Changes{}, Removed: map[string]int{}, Active: map[string]int{}}
-	kept := map[string]bool{}
-	for _, id := range keep {
-		kept[id] = true
+	set := func(ids []string) map[string]bool {
+		m := make(map[string]bool, len(ids))
+		for _, id := range ids {
+			m[id] = true
+		}
+		return m
 	}
+	kept, keptTeams, keptRoles, keptTenants := set(keep.People), set(keep.Teams), set(keep.Roles), set(keep.Tenants)
 
 	notKept := func(id string) bool { return !kept[id] }
 	p.Tenants = diffKind(p, "tenants", cur.Tenants, want.Tenants, additive, rowKind[store.TenantRow]{
-		key:    func(t store.TenantRow) string { return t.ID },
-		status: func(t *store.TenantRow) *string { return &t.Status },
+		key:        func(t store.TenantRow) string { return t.ID },
+		status:     func(t *store.TenantRow) *string { return &t.Status },
+		deactivate: func(t store.TenantRow) bool { return !keptTenants[t.ID] },
+		update:     func(t store.TenantRow) bool { return !keptTenants[t.ID] },
 	})
 	// People: removed from Keycloak means deleted, never hard-deleted.
 	p.People = diffKind(p, "people", cur.People, want.People, additive, rowKind[store.PersonRow]{
@@ -262,9 +311,11 @@ func Diff(cur, want *store.SyncState, additive bool, keep ...string) *Plan {
 		update:     func(x store.PersonRow) bool { return notKept(x.ID) },
 	})
 	p.Teams = diffKind(p, "teams", cur.Teams, want.Teams, additive, rowKind[store.TeamRow]{
-		key:     func(x store.TeamRow) string { return x.ID },
-		status:  func(x *store.TeamRow) *string { return &x.Status },
-		guarded: func(store.TeamRow) bool { return true },
+		key:        func(x store.TeamRow) string { return x.ID },
+		status:     func(x *store.TeamRow) *string { return &x.Status },
+		guarded:    func(store.TeamRow) bool { return true },
+		deactivate: func(x store.TeamRow) bool { return !keptTeams[x.ID] },
+		update:     func(x store.TeamRow) bool { return !keptTeams[x.ID] },
 	})
 	// Roles: a role's permissions are written apart from the role itself,
 	// and only for the roles keybridge defines (system and pseudo roles).
@@ -275,7 +326,9 @@ func Diff(cur, want *store.SyncState, additive bool, keep ...string) *Plan {
 			c.Permissions = x.Permissions
 			return c == x
 		},
-		guarded: func(x store.SyncRole) bool { return x.Kind == "keycloak" },
+		guarded:    func(x store.SyncRole) bool { return x.Kind == "keycloak" },
+		deactivate: func(x store.SyncRole) bool { return !keptRoles[x.Key()] },
+		update:     func(x store.SyncRole) bool { return !keptRoles[x.Key()] },
 		wanted: func(c store.SyncRole, had bool, x store.SyncRole) {
 			if (x.Kind == "system" || x.Kind == "pseudo") && (!had || c.Permissions != x.Permissions) {
 				p.PermissionChanges = append(p.PermissionChanges, x)
@@ -291,9 +344,16 @@ func Diff(cur, want *store.SyncState, additive bool, keep ...string) *Plan {
 		return a.Person + "\x00" + a.Role + "\x00" + a.Tenant + "\x00" + a.Source + "\x00" + a.Ref
 	})
 	unkept := func(m store.MemberRow) bool { return !kept[m.Person] }
+	unkeptAssignment := func(a store.AssignmentRow) bool { return !kept[a.Person] }
+	unkeptParent := func(c store.CompositeRow) bool { return !keptRoles[c.Parent] }
 	p.DelTenantMembers = filter(p.DelTenantMembers, unkept)
 	p.DelTeamMembers = filter(p.DelTeamMembers, unkept)
-	p.DelAssignments = filter(p.DelAssignments, func(a store.AssignmentRow) bool { return !kept[a.Person] })
+	p.DelAssignments = filter(p.DelAssignments, unkeptAssignment)
+	p.AddTenantMembers = filter(p.AddTenantMembers, unkept)
+	p.AddTeamMembers = filter(p.AddTeamMembers, unkept)
+	p.AddAssignments = filter(p.AddAssignments, unkeptAssignment)
+	p.AddComposites = filter(p.AddComposites, unkeptParent)
+	p.DelComposites = filter(p.DelComposites, unkeptParent)
 	// A team membership whose tenant changed is an update, not a removal.
 	p.DelTeamMembers = subtract(p.DelTeamMembers, p.AddTeamMembers, func(m store.MemberRow) string { return m.Group + "\x00" + m.Person })
 	if additive {
@@ -308,6 +368,28 @@ func Diff(cur, want *store.SyncState, additive bool, keep ...string) *Plan {
 	p.Changes.add("assignments", "create", len(p.AddAssignments))
 	p.Changes.add("assignments", "delete", len(p.DelAssignments))
 	return p
+}
+
+// drift counts, by kind, the rows a plan writes or removes that came from
+// Keycloak: every kind of Changes but the permissions of keybridge's own
+// roles, and of roles only Keycloak's. Applied by a scheduled run, these
+// are what the events since the previous run had missed.
+func (p *Plan) drift() map[string]int {
+	d := map[string]int{}
+	for kind, ops := range p.Changes {
+		if kind == "role_permissions" || kind == "roles" {
+			continue
+		}
+		for _, n := range ops {
+			d[kind] += n
+		}
+	}
+	for _, r := range p.Roles {
+		if r.Kind == "keycloak" {
+			d["roles"]++
+		}
+	}
+	return d
 }
 
 // rowKind describes one kind of synced row for diffKind.

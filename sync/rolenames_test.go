@@ -23,12 +23,10 @@ func TestKeycloakRoleNamesNeverBecomeKeybridgeRoles(t *testing.T) {
 		t.Fatal(err)
 	}
 	snap := &Snapshot{
-		Users:  []User{{ID: "u1", Username: "victor", Enabled: true}},
+		Users:  []User{{ID: "u1", Username: "victor", Enabled: true, Roles: []int32{0, 1, 2, 3, 4}, Groups: []int32{0}}},
 		Groups: []Group{{ID: "g1", Name: "acme", Path: "/customers/acme"}},
 		Roles: []Role{{ID: "r1", Name: "Reader,PlatformAdmin"}, {ID: "r2", Name: "system"}, {ID: "r3", Name: "PlatformAdmin"},
 			{ID: "r4", Name: "creator"}, {ID: "r5", Name: "Admin", ClientID: "portal"}},
-		GroupMembers: map[string][]string{"g1": {"u1"}},
-		RoleHolders:  map[string][]string{"r1": {"u1"}, "r2": {"u1"}, "r3": {"u1"}, "r4": {"u1"}, "r5": {"u1"}},
 	}
 	d := Desired(snap, e, nil, time.Now())
 	var granted []string

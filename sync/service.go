@@ -39,6 +39,11 @@ type Service struct {
 	LeaderRetry     time.Duration // how often a follower tries to become leader
 	Now             func() time.Time
 
+	// RevocationKeep is how long an ended session or a not-before can still
+	// refuse a valid token (auth.max_token_lifetime + auth.leeway; 24h30s
+	// when zero): older ones are pruned (sessions.go).
+	RevocationKeep time.Duration
+
 	mu       gosync.Mutex // one run at a time in this process
 	leader   bool
 	leaderMu gosync.Mutex
@@ -74,7 +79,10 @@ type Result struct {
 	Duration time.Duration  `json:"duration_ns"`
 	// Phases times snapshot, plan and apply.
 	Phases map[string]time.Duration `json:"phases_ns"`
-	Plan   *Plan                    `json:"-"`
+	// Drift counts, by kind, what a scheduled run applied that the events
+	// had missed; nil for other runs.
+	Drift map[string]int `json:"drift,omitempty"`
+	Plan  *Plan          `json:"-"`
 }
 
 // ErrGuard is a plan refused by the deletion guard.
@@ -116,7 +124,12 @@ const maxConfirm = 100
 // active person is read on its own; if Keycloak still has one, the realm is
 // read again, up to three times, and then the run fails, applying nothing.
 func (s *Service) consistentSnapshot(ctx context.Context) (*Snapshot, error) {
-	opts := SnapshotOptions{Clients: s.clients(), Organizations: s.Engine().Config().Tenant.Organization, Progress: s.observe}
+	e := s.Engine()
+	attrs := []string{}
+	for _, in := range e.AttributeInputs() {
+		attrs = append(attrs, in.Attribute)
+	}
+	opts := SnapshotOptions{Clients: s.clients(), Organizations: e.Config().Tenant.Organization, Attributes: attrs, Progress: s.observe}
 	for attempt := 1; ; attempt++ {
 		snap, err := s.KC.Snapshot(ctx, opts)
 		if err != nil {
@@ -266,19 +279,16 @@ func (s *Service) Run(ctx context.Context, o RunOptions) (*Result, error) {
 			return err
 		}
 		want := Desired(snap, s.Engine(), cur, s.now())
-		// People written after the snapshot began (an invitation racing this
-		// run, or a user the event poller or a webhook just disabled) are
-		// newer than the snapshot; they are left for the next run instead of
-		// being taken for removed or written back to what the snapshot read.
-		rows, err := tx.Query(ctx, `SELECT id FROM people WHERE created_at >= $1 OR updated_at >= $1`, dbStart)
+		// Rows written after the snapshot began (an invitation racing this
+		// run; a person, team, role or tenant an event or a webhook just
+		// applied) are newer than the snapshot; they are left for the next
+		// run instead of being taken for removed or written back to what the
+		// snapshot read.
+		fresh, err := store.WrittenSince(ctx, tx, dbStart)
 		if err != nil {
 			return err
 		}
-		fresh, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
-			return err
-		}
-		plan := Diff(cur, want, mode == "additive", fresh...)
+		plan := diff(cur, want, mode == "additive", fresh)
 		res.Phases["plan"] = s.now().Sub(t0)
 		s.setPhase(PhaseApply)
 		t0 = s.now()
@@ -308,6 +318,9 @@ func (s *Service) Run(ctx context.Context, o RunOptions) (*Result, error) {
 		outcome = "success"
 		return nil
 	})
+	if err == nil && o.Trigger == "schedule" && s.EventsEnabled && !o.DryRun {
+		s.recordDrift(ctx, res)
+	}
 	switch {
 	case errors.Is(err, errDryRun):
 		return finish("success", nil)
@@ -316,6 +329,8 @@ func (s *Service) Run(ctx context.Context, o RunOptions) (*Result, error) {
 	case err != nil:
 		return finish("failure", fmt.Errorf("apply: %w", err))
 	}
+	// Issue 14 hook (sessions.go): not-befores whose events were missed.
+	s.catchUpRevocations(ctx, snap)
 	if s.Metrics != nil {
 		for kind, ops := range res.Changes {
 			for op, n := range ops {
@@ -334,6 +349,35 @@ func (s *Service) Run(ctx context.Context, o RunOptions) (*Result, error) {
 }
 
 var errDryRun = errors.New("dry run: rolled back")
+
+// recordDrift counts, in the metric and the run record, what a scheduled
+// run applied: with the event poller on, every such change is one the
+// events since the previous run had missed.
+func (s *Service) recordDrift(ctx context.Context, res *Result) {
+	res.Drift = map[string]int{}
+	if res.Plan != nil {
+		res.Drift = res.Plan.drift()
+	}
+	if s.Metrics != nil {
+		for kind, n := range res.Drift {
+			s.Metrics.SyncDrift.WithLabelValues(kind).Add(float64(n))
+		}
+	}
+	if err := store.RecordRunDrift(context.WithoutCancel(ctx), s.Store.SysPool(), res.RunID, res.Drift); err != nil && s.Log != nil {
+		s.Log.ErrorContext(ctx, "record sync drift", "error", err)
+	}
+	if total := sum(res.Drift); total > 0 && s.Log != nil {
+		s.Log.InfoContext(ctx, "scheduled sync applied changes the events had missed", "run_id", res.RunID, "drift", res.Drift)
+	}
+}
+
+func sum(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
 
 const (
 	applyLockKey  = int64(0x6b62_6170_706c_79) // "kbapply"

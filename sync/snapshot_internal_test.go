@@ -22,9 +22,19 @@ type fakeRealm struct {
 	users          int
 	defaultHolders int
 	gone           string
+	// counted is what GET /users/count answers (users when 0): fewer
+	// than listed, as when service accounts hold the default role.
+	counted int
+	// delay, when set, is how long each request takes.
+	delay time.Duration
 
 	mu       gosync.Mutex
 	requests []string // path?first= of every admin request
+	inFlight int
+	peak     int // most requests in flight at once
+	// firstMapping and lastListing are the order of the first per-user
+	// read and the last page of the listing, among all requests.
+	firstMapping, lastListing int
 }
 
 func (f *fakeRealm) user(i int) string { return fmt.Sprintf("u%04d", i) }
@@ -53,7 +63,22 @@ func (f *fakeRealm) server(t *testing.T) *httptest.Server {
 		}
 		f.mu.Lock()
 		f.requests = append(f.requests, path+"?first="+r.URL.Query().Get("first"))
+		seq := len(f.requests)
+		if strings.HasSuffix(path, "/role-mappings") && f.firstMapping == 0 {
+			f.firstMapping = seq
+		}
+		if path == "/users" {
+			f.lastListing = seq
+		}
+		f.inFlight++
+		f.peak = max(f.peak, f.inFlight)
 		f.mu.Unlock()
+		defer func() {
+			f.mu.Lock()
+			f.inFlight--
+			f.mu.Unlock()
+		}()
+		time.Sleep(f.delay)
 		first, _ := strconv.Atoi(r.URL.Query().Get("first"))
 		max, _ := strconv.Atoi(r.URL.Query().Get("max"))
 		page := func(ids []map[string]any) any {
@@ -75,6 +100,11 @@ func (f *fakeRealm) server(t *testing.T) *httptest.Server {
 			out = map[string]any{"defaultRole": map[string]any{"id": "id-default-roles-r", "name": "default-roles-r"}}
 		case path == "/users":
 			out = page(list(""))
+		case path == "/users/count":
+			out = f.users
+			if f.counted > 0 {
+				out = f.counted
+			}
 		case path == "/groups", path == "/identity-provider/instances":
 			out = []any{}
 		case path == "/roles":
@@ -141,11 +171,64 @@ func snapshotOf(t *testing.T, f *fakeRealm) (*Snapshot, map[string]int) {
 	return s, read
 }
 
-// A role every user holds is paged only up to holderPagingLimit; then
-// every user's mappings are read instead, once, and give every role's
-// holders. A user gone by then leaves the snapshot.
-func TestSnapshotReadsALargeRolesHoldersPerUser(t *testing.T) {
+// holdersOf lists the users of a snapshot who hold a role directly.
+func holdersOf(s *Snapshot, roleID string) []string {
+	var out []string
+	for _, u := range s.Users {
+		for _, r := range u.Roles {
+			if s.Roles[r].ID == roleID {
+				out = append(out, u.ID)
+			}
+		}
+	}
+	return out
+}
+
+// A realm of holderPagingLimit users or more never pages a role's holders:
+// every user's mappings are read, once, and give every role's holders. A
+// user gone by then leaves the snapshot.
+func TestSnapshotOfALargeRealmReadsHoldersPerUser(t *testing.T) {
 	f := &fakeRealm{users: holderPagingLimit + 200, gone: "u0007"}
+	f.defaultHolders = f.users
+	s, read := snapshotOf(t, f)
+
+	if n, _ := f.count("/roles/", "/users"); n != 0 {
+		t.Errorf("%d pages of role holders read in a realm of %d users", n, f.users)
+	}
+	if n, _ := f.count("/users/", "/role-mappings"); n != f.users {
+		t.Errorf("%d per-user reads, want one for each of %d users", n, f.users)
+	}
+	checkPerUser(t, f, s)
+	if read[PhaseRoleMappings] != f.users || read[PhaseUsers] != f.users || read[PhaseRoleHolders] != 0 {
+		t.Errorf("progress reported %v", read)
+	}
+}
+
+func checkPerUser(t *testing.T, f *fakeRealm, s *Snapshot) {
+	t.Helper()
+	if len(s.Users) != f.users-1 || slices.ContainsFunc(s.Users, func(u User) bool { return u.ID == f.gone }) {
+		t.Errorf("%d users in the snapshot, want %d without %s", len(s.Users), f.users-1, f.gone)
+	}
+	if got := len(holdersOf(s, "id-default-roles-r")); got != f.users-1 {
+		t.Errorf("default role: %d holders, want %d", got, f.users-1)
+	}
+	if got := holdersOf(s, "id-small"); !slices.Equal(got, []string{"u0000", "u0001", "u0002"}) {
+		t.Errorf("role small: holders %v", got)
+	}
+	for _, u := range s.Users {
+		for _, r := range u.Roles {
+			if s.Roles[r].ID == "id-other-role" {
+				t.Fatal("a role of a client outside the snapshot got holders")
+			}
+		}
+	}
+}
+
+// In a realm that counts fewer users than the limit, a role with more
+// holders (service accounts hold roles, and are not counted) is paged only
+// up to holderPagingLimit; then every user's mappings are read instead.
+func TestSnapshotTurnsToPerUserReadsAtALargeRole(t *testing.T) {
+	f := &fakeRealm{users: holderPagingLimit + 200, counted: holderPagingLimit - 100, gone: "u0007"}
 	f.defaultHolders = f.users
 	s, read := snapshotOf(t, f)
 
@@ -159,20 +242,29 @@ func TestSnapshotReadsALargeRolesHoldersPerUser(t *testing.T) {
 	if n, _ := f.count("/users/", "/role-mappings"); n != f.users {
 		t.Errorf("%d per-user reads, want one for each of %d users", n, f.users)
 	}
-	if len(s.Users) != f.users-1 || slices.ContainsFunc(s.Users, func(u User) bool { return u.ID == f.gone }) {
-		t.Errorf("%d users in the snapshot, want %d without %s", len(s.Users), f.users-1, f.gone)
-	}
-	if got := len(s.RoleHolders["id-default-roles-r"]); got != f.users-1 {
-		t.Errorf("default role: %d holders, want %d", got, f.users-1)
-	}
-	if got := s.RoleHolders["id-small"]; !slices.Equal(got, []string{"u0000", "u0001", "u0002"}) {
-		t.Errorf("role small: holders %v", got)
-	}
-	if _, ok := s.RoleHolders["id-other-role"]; ok {
-		t.Error("a role of a client outside the snapshot got holders")
-	}
+	checkPerUser(t, f, s)
 	if read[PhaseRoleMappings] != f.users || read[PhaseUsers] != f.users || read[PhaseRoleHolders] != holderPagingLimit {
 		t.Errorf("progress reported %v", read)
+	}
+}
+
+// A large realm's parts are read at once, per-user reads starting while the
+// listing goes on, and never more than keycloak.concurrency requests in
+// flight.
+func TestSnapshotPipelinesWithinTheConcurrencyLimit(t *testing.T) {
+	f := &fakeRealm{users: 2 * holderPagingLimit, delay: time.Millisecond}
+	f.defaultHolders = f.users
+	s, _ := snapshotOf(t, f)
+	if len(s.Users) != f.users {
+		t.Fatalf("%d users in the snapshot, want %d", len(s.Users), f.users)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.peak > 4 || f.peak < 2 {
+		t.Errorf("%d requests in flight at most, want 2 to keycloak.concurrency (4)", f.peak)
+	}
+	if f.firstMapping == 0 || f.firstMapping > f.lastListing {
+		t.Errorf("the first per-user read was request %d, the listing's last page %d: per-user reads waited for the whole listing", f.firstMapping, f.lastListing)
 	}
 }
 
@@ -184,10 +276,10 @@ func TestSnapshotPagesSmallRoles(t *testing.T) {
 	if n, _ := f.count("/users/", "/role-mappings"); n != 0 {
 		t.Errorf("%d per-user reads in a realm without a large role", n)
 	}
-	if got := len(s.RoleHolders["id-default-roles-r"]); got != 250 {
+	if got := len(holdersOf(s, "id-default-roles-r")); got != 250 {
 		t.Errorf("default role: %d holders, want 250", got)
 	}
-	if got := s.RoleHolders["id-small"]; !slices.Equal(got, []string{"u0000", "u0001", "u0002"}) {
+	if got := holdersOf(s, "id-small"); !slices.Equal(got, []string{"u0000", "u0001", "u0002"}) {
 		t.Errorf("role small: holders %v", got)
 	}
 	if read[PhaseRoleMappings] != 0 || read[PhaseRoleHolders] != 253 {

@@ -759,7 +759,7 @@ func openStoreB(b *testing.B, db testenv.Database) (*store.Store, error) {
 }
 
 // TestWebhookAppliesStructuralChanges: a signed webhook for a group change
-// (no poller running) reaches PostgreSQL through a background full run.
+// (no poller running) reaches PostgreSQL, applied to the group it names.
 func TestWebhookAppliesStructuralChanges(t *testing.T) {
 	f := newFixture(t, "")
 	f.run(t, ksync.RunOptions{})

@@ -14,6 +14,7 @@ import (
 	"github.com/keybridge/keybridge/internal/directory"
 	"github.com/keybridge/keybridge/internal/identity"
 	"github.com/keybridge/keybridge/internal/ratelimit"
+	"github.com/keybridge/keybridge/internal/revocation"
 	"github.com/keybridge/keybridge/mapping"
 	"github.com/keybridge/keybridge/middleware"
 )
@@ -27,6 +28,9 @@ func wireDecisions(ctx context.Context, d *deps) (feature, error) {
 		return feature{}, fmt.Errorf("mapping: %w", err)
 	}
 	dir := &directory.Directory{Pool: d.store.SysPool(), Base: engine, Log: d.log, Interval: time.Minute}
+	// Sessions Keycloak ended and its not-befores, as the event poller and
+	// full syncs record them (docs/operations.md, "Session ends and revocation").
+	revoked := &revocation.List{Pool: d.store.SysPool(), Log: d.log, Keep: cfg.Auth.MaxTokenLifetime + cfg.Auth.Leeway, Interval: time.Minute}
 	writer := &audit.Writer{Pool: d.store.SysPool(), QueueSize: cfg.Audit.QueueSize, BatchSize: cfg.Audit.BatchSize,
 		FlushInterval: cfg.Audit.FlushInterval, Log: d.log, Depth: m.AuditQueueDepth, Dropped: m.AuditDropped,
 		Written: m.AuditWritten, WriteErrors: m.AuditWriteErrors, DroppedUnauthenticated: m.AuditDroppedUnauthenticated}
@@ -46,9 +50,10 @@ func wireDecisions(ctx context.Context, d *deps) (feature, error) {
 			ClientID: cfg.Keycloak.ClientID, ClientSecret: cfg.Keycloak.ClientSecret, TTL: time.Minute}}
 	}
 	resolver := &identity.Resolver{
-		Verifier: &auth.Cached{Next: verifier, Size: cfg.Auth.CacheSize},
-		Dir:      dir,
-		MaxCache: cfg.Auth.CacheSize,
+		Verifier:    &auth.Cached{Next: verifier, Size: cfg.Auth.CacheSize},
+		Dir:         dir,
+		Revocations: revoked,
+		MaxCache:    cfg.Auth.CacheSize,
 		OnRefuse: func(ctx context.Context, reason auth.Reason, err error) {
 			m.TokenFailures.WithLabelValues(string(reason)).Inc()
 			d.log.InfoContext(ctx, "token refused", "reason", string(reason), "detail", err.Error())
@@ -70,6 +75,7 @@ func wireDecisions(ctx context.Context, d *deps) (feature, error) {
 		// The id the server accepted (audit.ValidRequestID) or generated,
 		// never the caller's header as sent.
 		RequestID:       api.RequestIDOf,
+		TenantHeader:    cfg.Server.TenantHeader,
 		Unauthenticated: ratelimit.ByAddress{L: unauthenticated},
 		Throttled: func(_ context.Context, e middleware.Event) {
 			m.RateLimited.WithLabelValues("unauthenticated", e.Action).Inc()
@@ -92,7 +98,7 @@ func wireDecisions(ctx context.Context, d *deps) (feature, error) {
 	dec := &api.Decisions{Log: d.log, Metrics: m, Identify: resolver, Engine: dir.Engine, Audit: writer,
 		Clients: cfg.Auth.IntrospectionClients, MaxBatch: cfg.Check.MaxBatch, AllowAnonymousChecks: cfg.Check.AllowAnonymous, ForwardAuth: cfg.ForwardAuth,
 		AuditAllow: cfg.Audit.AllowedChecks, PerSubject: perSubject, PerClient: perClient,
-		Unauthenticated: unauthenticated}
+		Unauthenticated: unauthenticated, TenantHeader: cfg.Server.TenantHeader}
 	return feature{
 		modules: []api.Module{dec},
 		ready: []api.ReadyCheck{
@@ -102,9 +108,15 @@ func wireDecisions(ctx context.Context, d *deps) (feature, error) {
 				}
 				return nil
 			}},
+			{Name: "revocations", Check: func(context.Context) error {
+				if !revoked.Loaded() {
+					return errors.New("ended sessions and not-befores not loaded yet")
+				}
+				return nil
+			}},
 			{Name: "signing_keys", Check: func(ctx context.Context) error { _, err := keys.get(ctx); return err }},
 		},
-		background: []func(context.Context) error{dir.Run, writer.Run},
+		background: []func(context.Context) error{dir.Run, writer.Run, revoked.Run},
 		close:      keys.close,
 	}, nil
 }

@@ -18,7 +18,8 @@ func newSyncService(d *deps) *ksync.Service {
 	return &ksync.Service{KC: kc, Store: d.store, Engine: d.engine, Metrics: d.metrics, Log: d.log, Audit: d.audit,
 		Mode: cfg.Sync.Mode, MaxRemovalShare: cfg.Sync.MaxRemovalShare, Timeout: cfg.Sync.Timeout, Schedule: cfg.Sync.Schedule,
 		Jitter: cfg.Sync.Jitter, OnStartup: cfg.Sync.OnStartup, EventsEnabled: cfg.Sync.Events.Enabled,
-		EventsInterval: cfg.Sync.Events.Interval, EventsOverlap: cfg.Sync.Events.Overlap}
+		EventsInterval: cfg.Sync.Events.Interval, EventsOverlap: cfg.Sync.Events.Overlap,
+		RevocationKeep: cfg.Auth.MaxTokenLifetime + cfg.Auth.Leeway}
 }
 
 // wireSync wires the scheduler, the leader lock, the event poller, and the

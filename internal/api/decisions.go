@@ -25,9 +25,11 @@ import (
 	"github.com/keybridge/keybridge/rls"
 )
 
-// Identifier resolves bearer tokens.
+// Identifier resolves bearer tokens in the tenant a request names ("" names
+// none); a tenant the subject may not act in is a *mapping.TenantError
+// (identity.Resolver.IdentifyIn).
 type Identifier interface {
-	Identify(ctx context.Context, raw string) (identity.Caller, error)
+	IdentifyIn(ctx context.Context, raw, tenant string) (identity.Caller, error)
 }
 
 // Decisions serves what applications call on every request: introspection,
@@ -54,6 +56,11 @@ type Decisions struct {
 	// Unauthenticated limits refusals before authentication per client
 	// address (rate_limit.unauthenticated); nil leaves them unlimited.
 	Unauthenticated *ratelimit.Limiter
+	// TenantHeader is server.tenant_header: the request header naming the
+	// tenant the caller acts in ("" reads none). /v1/check also takes a
+	// tenant field, forward-auth a tenant query parameter (docs/operations.md,
+	// "Active tenant").
+	TenantHeader string
 }
 
 // Register adds the decision routes.
@@ -113,9 +120,22 @@ func bearerToken(c *gin.Context) string {
 	return t
 }
 
-// caller authenticates the bearer token of the request; on failure it has
-// answered 401 and the reason is only in the log and the metric.
-func (d *Decisions) caller(c *gin.Context) (identity.Caller, bool) {
+// caller authenticates the bearer token of the request in the tenant its
+// tenant header names; see callerIn.
+func (d *Decisions) caller(c *gin.Context, action string) (identity.Caller, bool) {
+	named, malformed := middleware.NamedTenant(c.Request.Header, d.TenantHeader)
+	return d.callerIn(c, action, named, malformed)
+}
+
+// callerIn authenticates the bearer token of the request in tenant named
+// ("" names none). On failure it has answered: 401 for the token (the
+// reason only in the log and the metric); 403 tenant_forbidden for a tenant
+// the caller may not act in and 400 for a malformed choice (malformed,
+// judged once the caller is known), both audited as action.
+func (d *Decisions) callerIn(c *gin.Context, action, named string, malformed error) (identity.Caller, bool) {
+	if malformed != nil {
+		named = ""
+	}
 	raw := bearerToken(c)
 	if raw == "" {
 		if d.throttleUnauthenticated(c) {
@@ -125,7 +145,12 @@ func (d *Decisions) caller(c *gin.Context) (identity.Caller, bool) {
 		Error(c, http.StatusUnauthorized, "unauthenticated", "a bearer token is required")
 		return identity.Caller{}, false
 	}
-	who, err := d.Identify.Identify(c.Request.Context(), raw)
+	who, err := d.Identify.IdentifyIn(c.Request.Context(), raw, named)
+	var te *mapping.TenantError
+	if errors.As(err, &te) {
+		d.refuseTenant(c, te.Grant, action, http.StatusForbidden, "tenant_forbidden", "the caller may not act in the tenant the request names", te.Error())
+		return identity.Caller{}, false
+	}
 	if err != nil {
 		if d.throttleUnauthenticated(c) {
 			return identity.Caller{}, false
@@ -138,14 +163,63 @@ func (d *Decisions) caller(c *gin.Context) (identity.Caller, bool) {
 		d.rateLimited(c, "subject", wait)
 		return identity.Caller{}, false
 	}
+	if malformed != nil {
+		d.refuseTenant(c, who.Grant, action, http.StatusBadRequest, "invalid_request", malformed.Error(), malformed.Error())
+		return identity.Caller{}, false
+	}
 	return who, true
 }
 
-// checkRequest is one check: a permission or any of several, on a resource.
+// refuseTenant answers a request whose tenant choice is refused — status
+// and code, msg for the caller — and audits reason as a denial of action
+// by g in its tenant (the caller's, without the choice). Forward-auth
+// answers carry the code in X-Auth-Error too.
+func (d *Decisions) refuseTenant(c *gin.Context, g *mapping.Grant, action string, status int, code, msg, reason string) {
+	if d.Audit != nil && g != nil {
+		actor := g.Username
+		if g.Subject == "" {
+			actor = "anonymous"
+		}
+		d.Audit.Record(c.Request.Context(), audit.Entry{OccurredAt: d.now(), TenantID: g.Tenant, ActorID: g.Subject, ActorName: actor,
+			Action: truncate(action, 200), Outcome: audit.Denied, RequestID: RequestID(c), Reason: reason})
+	}
+	if d.Log != nil {
+		d.Log.InfoContext(c.Request.Context(), "tenant choice refused", "action", action, "code", code, "reason", reason, "request_id", RequestID(c))
+	}
+	if kind, _, _ := strings.Cut(action, "."); kind == "check" || kind == "forward_auth" {
+		d.Metrics.Decisions.WithLabelValues(kind, "denied").Inc()
+	}
+	if strings.HasPrefix(c.FullPath(), forwardAuthPrefix) {
+		c.Header(authErrorHeader, code)
+	}
+	Error(c, status, code, msg)
+}
+
+// tenantRequired answers 409 tenant_required (403 on forward-auth, whose
+// proxies pass only 2xx, 401 and 403) for a caller of several tenants whose
+// request names none, and audits it.
+func (d *Decisions) tenantRequired(c *gin.Context, g *mapping.Grant, action string) {
+	status := http.StatusConflict
+	if strings.HasPrefix(c.FullPath(), forwardAuthPrefix) {
+		status = http.StatusForbidden
+	}
+	msg := "the caller may act in several tenants and the request names none"
+	if d.TenantHeader != "" {
+		msg += ": name one with the " + d.TenantHeader + " header"
+	}
+	d.refuseTenant(c, g, action, status, "tenant_required", msg, mapping.TenantRequiredReason)
+}
+
+// checkRequest is one check: a permission or any of several, on a
+// resource, for a caller acting in a tenant. Tenant is the tenant the
+// caller acts in (a batch's top-level tenant applies to every check that
+// names none); Resource.Tenant is the resource's tenant, which that tenant
+// must be unless a global bypass role is held.
 type checkRequest struct {
 	Permission string           `json:"permission,omitempty"`
 	AnyOf      []string         `json:"any_of,omitempty"`
 	Resource   mapping.Resource `json:"resource"`
+	Tenant     string           `json:"tenant,omitempty"`
 }
 
 type checkBody struct {
@@ -188,6 +262,24 @@ func ParseCheckBody(r io.Reader, maxBatch int) ([]checkRequest, bool, error) {
 	if single {
 		list = []checkRequest{b.checkRequest}
 	}
+	if b.Tenant != "" {
+		if err := mapping.ValidTenantName(b.Tenant); err != nil {
+			return nil, false, err
+		}
+	}
+	for i := range list {
+		ch := &list[i]
+		switch {
+		case ch.Tenant == "":
+			ch.Tenant = b.Tenant
+		case b.Tenant != "" && ch.Tenant != b.Tenant:
+			return nil, false, errors.New("checks[" + strconv.Itoa(i) + "].tenant: differs from the request's tenant; name the tenant per check, or once for all")
+		default:
+			if err := mapping.ValidTenantName(ch.Tenant); err != nil {
+				return nil, false, errors.New("checks[" + strconv.Itoa(i) + "]." + err.Error())
+			}
+		}
+	}
 	for i, ch := range list {
 		if ch.Permission != "" && len(ch.AnyOf) > 0 {
 			return nil, false, errors.New("checks[" + strconv.Itoa(i) + "]: permission or any_of, not both")
@@ -203,25 +295,83 @@ func ParseCheckBody(r io.Reader, maxBatch int) ([]checkRequest, bool, error) {
 }
 
 func (d *Decisions) check(c *gin.Context) {
-	var g *mapping.Grant
+	const action = "check.tenant"
+	var who identity.Caller
 	engine := d.Engine()
-	if d.AllowAnonymousChecks && anonymousRequest(c) {
+	named, malformed := middleware.NamedTenant(c.Request.Header, d.TenantHeader)
+	anonymous := d.AllowAnonymousChecks && anonymousRequest(c)
+	if anonymous {
 		// check.allow_anonymous: no credentials at all is the Public
 		// pseudo role; a bad token still fails in caller.
-		g = d.anonymous(engine).grant
-	} else {
-		who, ok := d.caller(c)
-		if !ok {
+		who.Grant = d.anonymous(engine).grant
+		if malformed != nil {
+			d.refuseTenant(c, who.Grant, action, http.StatusBadRequest, "invalid_request", malformed.Error(), malformed.Error())
 			return
 		}
-		g = who.Grant
+	} else {
+		var ok bool
+		if who, ok = d.callerIn(c, action, named, malformed); !ok {
+			return
+		}
+	}
+	if anonymous && named != "" {
+		te := &mapping.TenantError{Tenant: named}
+		d.refuseTenant(c, who.Grant, action, http.StatusForbidden, "tenant_forbidden", "the caller may not act in the tenant the request names", te.Error())
+		return
 	}
 	list, single, err := ParseCheckBody(c.Request.Body, d.MaxBatch)
 	if err != nil {
 		Error(c, http.StatusBadRequest, "invalid_request", err.Error())
 		return
 	}
-	sess := middleware.SessionFor(g)
+	// Each check acts in the tenant it names (or the batch's), else the
+	// header's, else the caller's own: grants holds the grant of every
+	// check that names a tenant of its own.
+	var grants []*mapping.Grant
+	for i := range list {
+		t := list[i].Tenant
+		if t == "" || t == named {
+			continue
+		}
+		if named != "" {
+			why := "the body names tenant " + strconv.Quote(t) + " and the " + d.TenantHeader + " header another"
+			d.refuseTenant(c, who.Grant, action, http.StatusBadRequest, "invalid_request", "the body's tenant and the "+d.TenantHeader+" header differ: name one tenant", why)
+			return
+		}
+		if anonymous {
+			te := &mapping.TenantError{Tenant: t}
+			d.refuseTenant(c, who.Grant, action, http.StatusForbidden, "tenant_forbidden", "the caller may not act in the tenant the request names", te.Error())
+			return
+		}
+		in, err := d.Identify.IdentifyIn(c.Request.Context(), bearerToken(c), t)
+		var te *mapping.TenantError
+		switch {
+		case errors.As(err, &te):
+			d.refuseTenant(c, te.Grant, action, http.StatusForbidden, "tenant_forbidden", "the caller may not act in the tenant the request names", te.Error())
+			return
+		case err != nil: // the token verified a moment ago: it expired since
+			c.Header("WWW-Authenticate", `Bearer realm="keybridge", error="invalid_token"`)
+			Error(c, http.StatusUnauthorized, "invalid_token", "the token is invalid, expired or revoked")
+			return
+		}
+		if grants == nil {
+			grants = make([]*mapping.Grant, len(list))
+		}
+		grants[i] = in.Grant
+	}
+	grantOf := func(i int) *mapping.Grant {
+		if grants != nil && grants[i] != nil {
+			return grants[i]
+		}
+		return who.Grant
+	}
+	for i := range list {
+		if g := grantOf(i); g.TenantRequired {
+			d.tenantRequired(c, g, action)
+			return
+		}
+	}
+	sess := middleware.SessionFor(who.Grant)
 	now := d.now()
 	answers := make([]CheckAnswer, len(list))
 	for i, ch := range list {
@@ -229,8 +379,12 @@ func (d *Decisions) check(c *gin.Context) {
 		if ch.Permission != "" {
 			anyOf = []string{ch.Permission}
 		}
+		g, s := who.Grant, sess
+		if gi := grantOf(i); gi != g {
+			g, s = gi, middleware.SessionFor(gi)
+		}
 		dec := engine.Decide(g, mapping.Request{AnyOf: anyOf, Resource: ch.Resource, Now: now})
-		answers[i] = CheckAnswer{Allowed: dec.Allowed, Permission: dec.Permission, Reason: dec.Reason, Session: sess}
+		answers[i] = CheckAnswer{Allowed: dec.Allowed, Permission: dec.Permission, Reason: dec.Reason, Session: s}
 		outcome := "allowed"
 		if !dec.Allowed {
 			outcome = "denied"
@@ -279,7 +433,10 @@ func truncate(s string, n int) string {
 // introspect is RFC 7662. An inactive token answers exactly
 // {"active":false}; why goes to the log and a metric label only.
 func (d *Decisions) introspect(c *gin.Context) {
-	ok, scope := d.introspectionCaller(c)
+	ok, scope, answered := d.introspectionCaller(c)
+	if answered {
+		return
+	}
 	if !ok {
 		c.Header("WWW-Authenticate", `Basic realm="keybridge"`)
 		Error(c, http.StatusUnauthorized, "invalid_client", "client authentication failed")
@@ -294,7 +451,7 @@ func (d *Decisions) introspect(c *gin.Context) {
 		Error(c, http.StatusBadRequest, "invalid_request", "token is required")
 		return
 	}
-	who, err := d.Identify.Identify(c.Request.Context(), raw)
+	who, err := d.Identify.IdentifyIn(c.Request.Context(), raw, "")
 	if err != nil || (scope != nil && !scope.Global() && (scope.Tenant == "" || who.Grant.Tenant != scope.Tenant)) {
 		// A tenant admin learns nothing of another tenant's tokens (RFC 7662
 		// §2.2 lets the server answer inactive to a caller it will not tell).
@@ -310,7 +467,7 @@ func (d *Decisions) introspect(c *gin.Context) {
 	cl := who.Token.Claims
 	out := introspection{Active: true, TokenType: "Bearer", Sub: who.Token.Subject, Exp: who.Token.Expiry.Unix(),
 		Scope: cl["scope"], ClientID: cl["azp"], Username: cl["preferred_username"], Aud: cl["aud"], Iss: cl["iss"], Jti: cl["jti"],
-		TenantID: who.Grant.Tenant, Roles: who.Grant.Roles, Permissions: who.Grant.Permissions, Teams: d.Engine().TenantTeams(who.Grant)}
+		TenantID: who.Grant.Tenant, TenantRequired: who.Grant.TenantRequired, Roles: who.Grant.Roles, Permissions: who.Grant.Permissions, Teams: d.Engine().TenantTeams(who.Grant)}
 	if !who.Token.IssuedAt.IsZero() {
 		out.Iat = who.Token.IssuedAt.Unix()
 	}
@@ -347,6 +504,9 @@ type introspection struct {
 	Roles       []string `json:"roles"`
 	Permissions []string `json:"permissions"`
 	Teams       []string `json:"teams"`
+	// TenantRequired: the subject may act in several tenants and its token
+	// names none, so tenant_id is "" (docs/operations.md, "Active tenant").
+	TenantRequired bool `json:"tenant_required,omitempty"`
 }
 
 // introspectionCaller authenticates the caller of /oauth2/introspect: a
@@ -354,7 +514,7 @@ type introspection struct {
 // grant holds people.manage or tenant.users.manage (admins of a tenant).
 // For a bearer caller it also returns the grant, which limits what it may
 // learn: tokens of its own tenant only, unless it bypasses globally.
-func (d *Decisions) introspectionCaller(c *gin.Context) (ok bool, scope *mapping.Grant) {
+func (d *Decisions) introspectionCaller(c *gin.Context) (ok bool, scope *mapping.Grant, answered bool) {
 	if id, secret, ok := c.Request.BasicAuth(); ok {
 		id, _ = url.QueryUnescape(id)
 		secret, _ = url.QueryUnescape(secret)
@@ -362,31 +522,52 @@ func (d *Decisions) introspectionCaller(c *gin.Context) (ok bool, scope *mapping
 			idOK := subtle.ConstantTimeCompare([]byte(id), []byte(cl.ID)) == 1
 			secretOK := subtle.ConstantTimeCompare([]byte(secret), []byte(cl.Secret)) == 1
 			if idOK && secretOK {
-				return true, nil
+				return true, nil, false
 			}
 		}
-		return false, nil
+		return false, nil, false
 	}
 	raw := bearerToken(c)
 	if raw == "" {
-		return false, nil
+		return false, nil, false
 	}
-	who, err := d.Identify.Identify(c.Request.Context(), raw)
-	if err != nil {
-		return false, nil
+	// A bearer caller acts in the tenant its tenant header names, and
+	// learns of that tenant's tokens only.
+	named, malformed := middleware.NamedTenant(c.Request.Header, d.TenantHeader)
+	if malformed != nil {
+		named = ""
+	}
+	who, err := d.Identify.IdentifyIn(c.Request.Context(), raw, named)
+	var te *mapping.TenantError
+	switch {
+	case errors.As(err, &te):
+		d.refuseTenant(c, te.Grant, "introspect.tenant", http.StatusForbidden, "tenant_forbidden", "the caller may not act in the tenant the request names", te.Error())
+		return false, nil, true
+	case err != nil:
+		return false, nil, false
+	case malformed != nil:
+		d.refuseTenant(c, who.Grant, "introspect.tenant", http.StatusBadRequest, "invalid_request", malformed.Error(), malformed.Error())
+		return false, nil, true
+	case who.Grant.TenantRequired:
+		d.tenantRequired(c, who.Grant, "introspect.tenant")
+		return false, nil, true
 	}
 	dec := d.Engine().Decide(who.Grant, mapping.Request{AnyOf: []string{"people.manage", "tenant.users.manage"}, Now: d.now()})
-	return dec.Allowed, who.Grant
+	return dec.Allowed, who.Grant, false
 }
 
+// me describes the caller in the tenant it acts in. A caller of several
+// tenants that names none is described, not refused: tenant "" with
+// tenant_required true, the tenants it may name in tenants, and a session
+// without a tenant.
 func (d *Decisions) me(c *gin.Context) {
-	who, ok := d.caller(c)
+	who, ok := d.caller(c, "me.tenant")
 	if !ok {
 		return
 	}
 	g := who.Grant
 	c.JSON(http.StatusOK, gin.H{"subject": g.Subject, "username": g.Username, "tenant": g.Tenant, "tenants": g.Tenants,
-		"roles": g.Roles, "permissions": g.Permissions, "teams": g.Teams, "session": middleware.SessionFor(g)})
+		"tenant_required": g.TenantRequired, "roles": g.Roles, "permissions": g.Permissions, "teams": g.Teams, "session": middleware.SessionFor(g)})
 }
 
 // forwardAuth answers nginx auth_request, Traefik ForwardAuth and Envoy's
@@ -416,11 +597,16 @@ func (d *Decisions) forwardAuth(c *gin.Context) {
 		d.forwardAnonymous(c, engine, method, route)
 		return
 	}
-	who, ok := d.caller(c)
+	named, malformed := d.forwardTenant(c)
+	who, ok := d.callerIn(c, "forward_auth.tenant", named, malformed)
 	if !ok {
 		return
 	}
 	g := who.Grant
+	if g.TenantRequired {
+		d.tenantRequired(c, g, "forward_auth.tenant")
+		return
+	}
 	if len(route.AnyOf) > 0 {
 		dec := engine.Decide(g, mapping.Request{AnyOf: route.AnyOf, Now: d.now()})
 		if !dec.Allowed || d.AuditAllow {
@@ -437,6 +623,37 @@ func (d *Decisions) forwardAuth(c *gin.Context) {
 	d.Metrics.Decisions.WithLabelValues("forward_auth", "allowed").Inc()
 	d.identityHeaders(c, g.Subject, g.Tenant, RolesHeader(g.Roles))
 	c.Status(http.StatusOK)
+}
+
+// forwardTenant is the tenant a forward-auth request names: the tenant
+// query parameter of /v1/forward-auth itself, which the proxy's own config
+// sets (nginx's proxy_pass URL, Traefik's address), and the tenant header,
+// which the proxy passes on from the client. Behind Envoy the query is the
+// original request's, the client's, so only the header counts there. Both
+// naming different tenants, or one named twice, is an error: the client
+// does not override the proxy's choice.
+func (d *Decisions) forwardTenant(c *gin.Context) (string, error) {
+	named, err := middleware.NamedTenant(c.Request.Header, d.TenantHeader)
+	if err != nil {
+		return "", err
+	}
+	if _, uh := d.ForwardAuth.OriginalHeaders(); uh == "" || c.Request.URL.RawQuery == "" {
+		return named, nil
+	}
+	q, ok := c.Request.URL.Query()["tenant"]
+	switch {
+	case !ok:
+		return named, nil
+	case len(q) > 1:
+		return "", errors.New("name the tenant query parameter at most once")
+	}
+	if err := mapping.ValidTenantName(q[0]); err != nil {
+		return "", err
+	}
+	if named != "" && named != q[0] {
+		return "", errors.New("the tenant query parameter and the " + d.TenantHeader + " header name different tenants")
+	}
+	return q[0], nil
 }
 
 // forwardAnonymous decides a route with any_of for a request without
@@ -565,15 +782,33 @@ func containsFold(list []string, s string) bool {
 
 // OpenAPIPaths documents the decision routes.
 func (d *Decisions) OpenAPIPaths() map[string]map[string]any {
+	check := op("Decide one check ({permission|any_of, resource, tenant}) or a batch ({checks:[...], tenant}); answers allowed, reason and the session variables. "+
+		"tenant is the tenant the caller acts in (top level: every check; per check in a batch), as the "+defaultTenantHeader+" header names it: "+
+		"honoured only for a tenant the caller belongs to, and the header and the body must agree. Without either, the token's tenant claim decides, "+
+		"else the caller's only synced membership. resource.tenant is the resource's tenant, which must be the caller's unless a global bypass role is held", nil, "200", "400")
+	check["responses"].(map[string]any)["409"] = map[string]any{"description": "tenant_required: the caller may act in several tenants and the request names none"}
+	me := op("The caller's resolved identity in the tenant it acts in: tenant, tenants (every tenant it may name), session. "+
+		"A caller of several tenants naming none gets tenant \"\" and tenant_required true", nil, "200")
+	forwardTenant := map[string]any{"name": "tenant", "in": "query", "required": false, "schema": map[string]any{"type": "string"},
+		"description": "The tenant the caller acts in, set in the proxy's own config (nginx proxy_pass URL, Traefik address); the client's " + defaultTenantHeader +
+			" header must agree with it. Not read behind Envoy, whose query is the original request's"}
 	return map[string]map[string]any{
-		"/oauth2/introspect": {"post": map[string]any{"summary": "RFC 7662 token introspection; inactive is exactly {\"active\":false}",
-			"responses": map[string]any{"200": map[string]any{"description": "active with tenant_id, roles, permissions, teams; or inactive"},
-				"401": map[string]any{"description": "client authentication failed"}}}},
-		"/v1/check": {"post": op("Decide one check ({permission|any_of, resource}) or a batch ({checks:[...]}); answers allowed, reason and the session variables", nil, "200", "400")},
-		"/v1/forward-auth": {"get": map[string]any{"summary": "For reverse proxies: 200 with X-Auth-User, X-Auth-Tenant and X-Auth-Roles always present (empty: none; roles an RFC 8941 list of strings), or 400/401/403",
-			"responses": map[string]any{"200": map[string]any{"description": "allowed"}, "400": map[string]any{"description": "no original URI, or its path is not canonical"},
-				"401": map[string]any{"description": "no or invalid token"}, "403": map[string]any{"description": "denied; behind nginx also a rate limit, with X-Auth-Error: rate_limited"}}}},
-		"/v1/me":                  {"get": op("The caller's resolved identity", nil, "200")},
+		"/oauth2/introspect": {"post": map[string]any{"summary": "RFC 7662 token introspection; inactive is exactly {\"active\":false}. " +
+			"tenant_id is the token's tenant claim, else the subject's only synced membership; a subject of several tenants whose token names none " +
+			"has tenant_id \"\" and tenant_required true. A bearer caller acts in the tenant its " + defaultTenantHeader + " header names",
+			"parameters": []any{tenantHeaderParam},
+			"responses": map[string]any{"200": map[string]any{"description": "active with tenant_id, roles, permissions, teams (and tenant_required); or inactive"},
+				"401": map[string]any{"description": "client authentication failed"},
+				"403": map[string]any{"description": "tenant_forbidden: a bearer caller named a tenant it may not act in"},
+				"409": map[string]any{"description": "tenant_required: a bearer caller of several tenants named none"}}}},
+		"/v1/check": {"post": check},
+		"/v1/forward-auth": {"get": map[string]any{"summary": "For reverse proxies: 200 with X-Auth-User, X-Auth-Tenant and X-Auth-Roles always present (empty: none; roles an RFC 8941 list of strings), or 400/401/403. " +
+			"X-Auth-Tenant is the tenant the caller acts in: the tenant parameter or " + defaultTenantHeader + " header, else the token's claim, else the only synced membership",
+			"parameters": []any{forwardTenant, tenantHeaderParam},
+			"responses": map[string]any{"200": map[string]any{"description": "allowed"}, "400": map[string]any{"description": "no original URI, or its path is not canonical; or the tenant is named twice or differently"},
+				"401": map[string]any{"description": "no or invalid token"}, "403": map[string]any{"description": "denied; behind nginx also a rate limit, with X-Auth-Error: rate_limited; " +
+					"X-Auth-Error: tenant_forbidden for a tenant the caller may not act in, tenant_required for a caller of several tenants naming none"}}}},
+		"/v1/me":                  {"get": me},
 		"/v1/forward-auth/{path}": envoyOps(),
 	}
 }
@@ -584,9 +819,12 @@ var envoyMethods = []string{http.MethodGet, http.MethodHead, http.MethodPost, ht
 func envoyOps() map[string]any {
 	ops := map[string]any{}
 	for _, m := range envoyMethods {
-		ops[strings.ToLower(m)] = map[string]any{"summary": "For Envoy's HTTP ext_authz (forward_auth.proxy envoy): the original method and path after the prefix",
+		ops[strings.ToLower(m)] = map[string]any{"summary": "For Envoy's HTTP ext_authz (forward_auth.proxy envoy): the original method and path after the prefix; " +
+			"the tenant the caller acts in comes from the " + defaultTenantHeader + " header only (allow it in authorization_request.allowed_headers)",
+			"parameters": []any{tenantHeaderParam},
 			"responses": map[string]any{"200": map[string]any{"description": "allowed"}, "400": map[string]any{"description": "the original path is not canonical"},
-				"401": map[string]any{"description": "no or invalid token"}, "403": map[string]any{"description": "denied"}, "404": map[string]any{"description": "forward_auth.proxy is not envoy"}}}
+				"401": map[string]any{"description": "no or invalid token"}, "403": map[string]any{"description": "denied; X-Auth-Error: tenant_forbidden or tenant_required when the tenant is refused"},
+				"404": map[string]any{"description": "forward_auth.proxy is not envoy"}}}
 	}
 	return ops
 }

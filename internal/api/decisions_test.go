@@ -51,7 +51,12 @@ func newDecEnv(t testing.TB, jwksURL string) *decEnv {
 // newDecEnvWith syncs the demo realm under another mapping.
 func newDecEnvWith(t testing.TB, jwksURL string, rules mapping.Config) *decEnv {
 	t.Helper()
-	kc := testenv.RequireKeycloak(t)
+	return newDecEnvIn(t, testenv.RequireKeycloak(t), jwksURL, rules)
+}
+
+// newDecEnvIn syncs the realm kc names (a throwaway one, say) under a mapping.
+func newDecEnvIn(t testing.TB, kc testenv.Keycloak, jwksURL string, rules mapping.Config) *decEnv {
+	t.Helper()
 	db := testenv.NewDatabase(t)
 	ctx := context.Background()
 	st, err := store.Open(ctx, db.AppURL, db.SyncURL, 8)

@@ -20,15 +20,23 @@ import (
 	"github.com/keybridge/keybridge/mapping"
 )
 
-// identifyFacts resolves every token to one subject's facts.
+// identifyFacts resolves every token to one subject's facts, acting in
+// the tenant the request names, else in active.
 type identifyFacts struct {
-	e *mapping.Engine
-	f mapping.Facts
+	e      *mapping.Engine
+	f      mapping.Facts
+	active string
 }
 
-func (i identifyFacts) Identify(context.Context, string) (identity.Caller, error) {
-	return identity.Caller{Token: &auth.Token{Subject: i.f.Subject, Expiry: time.Now().Add(time.Hour), Claims: map[string]any{}},
-		Grant: i.e.Resolve(i.f, nil, time.Now())}, nil
+func (i identifyFacts) IdentifyIn(_ context.Context, _, tenant string) (identity.Caller, error) {
+	if tenant == "" {
+		tenant = i.active
+	}
+	g, err := i.e.ResolveIn(i.f, nil, time.Now(), mapping.Placement{Named: tenant})
+	if err != nil {
+		return identity.Caller{}, err
+	}
+	return identity.Caller{Token: &auth.Token{Subject: i.f.Subject, Expiry: time.Now().Add(time.Hour), Claims: map[string]any{}}, Grant: g}, nil
 }
 
 // Issue 12b: introspection answers for the token's active tenant, so its
@@ -42,7 +50,7 @@ func TestIntrospectionTeamsStayInTheActiveTenant(t *testing.T) {
 	facts := mapping.Facts{Subject: "kim", RealmRoles: []string{"fastn-developer"},
 		Groups: []string{"/customers/acme", "/customers/acme/eng", "/customers/globex", "/customers/globex/secret-project", "/staff"}}
 	dec := &api.Decisions{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: metrics.New("test", "test"),
-		Identify: identifyFacts{e, facts}, Engine: func() *mapping.Engine { return e }, Clients: []config.Client{{ID: "app", Secret: "s3cret"}}}
+		Identify: identifyFacts{e, facts, "acme"}, Engine: func() *mapping.Engine { return e }, Clients: []config.Client{{ID: "app", Secret: "s3cret"}}}
 	h := (&api.Server{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: metrics.New("test", "test"), Modules: []api.Module{dec}}).Handler()
 	req := httptest.NewRequest("POST", "/oauth2/introspect", strings.NewReader(url.Values{"token": {"t"}}.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")

@@ -1,17 +1,38 @@
 package api
 
+// defaultTenantHeader is server.tenant_header's default, as the document
+// names it.
+const defaultTenantHeader = "X-Keybridge-Tenant"
+
+// tenantHeaderParam documents the header naming the caller's active tenant.
+var tenantHeaderParam = map[string]any{"name": defaultTenantHeader, "in": "header", "required": false, "schema": map[string]any{"type": "string"},
+	"description": "The tenant the caller acts in (server.tenant_header renames the header); honoured only for a tenant the caller belongs to " +
+		"(synced membership or token claim). Without it the token's tenant claim decides, else the caller's only synced membership"}
+
 // op is a compact OpenAPI operation: a summary, the permissions it needs
-// and its answers.
+// and its answers. Every such route takes the tenant header: a tenant the
+// caller may not act in is 403 tenant_forbidden, and behind the middleware
+// (routes with permissions) a caller of several tenants naming none is 409
+// tenant_required.
 func op(summary string, anyOf []string, responses ...string) map[string]any {
 	res := map[string]any{}
 	for _, code := range responses {
 		res[code] = map[string]any{"description": statusText(code)}
 	}
 	res["401"] = map[string]any{"description": "missing or invalid bearer token"}
+	forbidden := "tenant_forbidden: the caller may not act in the tenant " + defaultTenantHeader + " names"
 	if len(anyOf) > 0 {
-		res["403"] = map[string]any{"description": "none of the required permissions"}
+		res["403"] = map[string]any{"description": "none of the required permissions; or " + forbidden}
+		required := "tenant_required: the caller may act in several tenants and names none in " + defaultTenantHeader
+		if _, ok := res["409"]; ok {
+			required = statusText("409") + "; or " + required
+		}
+		res["409"] = map[string]any{"description": required}
+	} else {
+		res["403"] = map[string]any{"description": forbidden}
 	}
-	o := map[string]any{"summary": summary, "responses": res, "security": []any{map[string]any{"bearer": []any{}}}}
+	o := map[string]any{"summary": summary, "responses": res, "security": []any{map[string]any{"bearer": []any{}}},
+		"parameters": []any{tenantHeaderParam}}
 	if len(anyOf) > 0 {
 		o["x-keybridge-any-of"] = anyOf
 	}

@@ -273,7 +273,10 @@ func (s *Sync) webhook(c *gin.Context) {
 	}
 	switch class {
 	case "admin":
-		full, err := s.Service.ApplyAdminEvent(ctx, w.ResourceType, w.ResourcePath, at, "webhook")
+		// The poller's own path: applied to what it names, re-read from
+		// Keycloak; a full run only for an event it cannot place.
+		e := ksync.AdminEvent{ID: w.ID, Time: at.UnixMilli(), OperationType: w.OperationType, ResourceType: w.ResourceType, ResourcePath: w.ResourcePath}
+		full, err := s.Service.ApplyAdminEvent(ctx, e, "webhook")
 		if err != nil {
 			_, _ = s.Store.SysPool().Exec(ctx, `DELETE FROM webhook_deliveries WHERE uid = $1`, uid)
 			count(class, "failed")

@@ -23,10 +23,34 @@ import (
 // Channel is the NOTIFY channel sync and management signal changes on.
 const Channel = "keybridge_changed"
 
+// Payload kinds on Channel ({"kind": ..., "id": ...}). A person's change
+// reloads that person; any kind not named here reloads the whole view.
+const (
+	KindPerson = "person" // one person's status and assignments, by id
+	KindRoles  = "roles"  // custom roles (a deleted one takes its assignments along)
+	KindFull   = "full"   // a sync applied a plan
+	// kindRevocation is package revocation's (revocation.Kind): ended
+	// sessions and not-befores, nothing the view holds. Reloading for it
+	// would drop every cached grant on every logout.
+	kindRevocation = "revocation"
+)
+
+// querier reads the view: the pool, or the listener's own connection, so
+// that a reload never waits for a pool connection behind the very traffic
+// (syncs, webhooks, audit writes) whose changes it makes visible.
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
 // Person is what a decision needs to know about a subject.
 type Person struct {
 	Status      string
 	Assignments []mapping.Assignment
+	// Tenants are the subject's synced memberships (tenant_members, as
+	// people.tenant_ids keeps them, sorted): they place a request whose
+	// token names no tenant (mapping.Placement).
+	Tenants []string
 }
 
 // Revoked reports a subject whose tokens must be refused.
@@ -39,7 +63,7 @@ type view struct {
 
 // Directory is the view. Lookups are lock-free.
 type Directory struct {
-	Pool     *pgxpool.Pool // the sync role's pool: the view spans tenants
+	Pool     *pgxpool.Pool // the sync role's pool: the view spans tenants; Run's listener connects with its settings, outside it
 	Base     *mapping.Engine
 	Log      *slog.Logger
 	Interval time.Duration // full reload period
@@ -75,29 +99,32 @@ func (d *Directory) Version() uint64 { return d.version.Load() }
 func (d *Directory) Loaded() bool { return d.loaded.Load() }
 
 // Load reads the whole view.
-func (d *Directory) Load(ctx context.Context) error {
+func (d *Directory) Load(ctx context.Context) error { return d.load(ctx, d.Pool) }
+
+func (d *Directory) load(ctx context.Context, q querier) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	people := map[string]Person{}
-	rows, err := d.Pool.Query(ctx, `SELECT id, status FROM people`)
+	rows, err := q.Query(ctx, `SELECT id, status, tenant_ids FROM people`)
 	if err != nil {
 		return fmt.Errorf("load people: %w", err)
 	}
 	for rows.Next() {
 		var id, status string
-		if err := rows.Scan(&id, &status); err != nil {
+		var tenants []string
+		if err := rows.Scan(&id, &status, &tenants); err != nil {
 			rows.Close()
 			return fmt.Errorf("load people: %w", err)
 		}
-		people[id] = Person{Status: status}
+		people[id] = Person{Status: status, Tenants: tenants}
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("load people: %w", err)
 	}
-	if err := loadAssignments(ctx, d.Pool, people, ""); err != nil {
+	if err := loadAssignments(ctx, q, people, ""); err != nil {
 		return err
 	}
-	engine, err := d.loadEngine(ctx)
+	engine, err := d.loadEngine(ctx, q)
 	if err != nil {
 		return err
 	}
@@ -108,7 +135,7 @@ func (d *Directory) Load(ctx context.Context) error {
 }
 
 // reloadPerson refreshes one subject.
-func (d *Directory) reloadPerson(ctx context.Context, id string) error {
+func (d *Directory) reloadPerson(ctx context.Context, q querier, id string) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	old := d.cur.Load()
@@ -120,15 +147,16 @@ func (d *Directory) reloadPerson(ctx context.Context, id string) error {
 		people[k] = v
 	}
 	var status string
-	err := d.Pool.QueryRow(ctx, `SELECT status FROM people WHERE id = $1`, id).Scan(&status)
+	var tenants []string
+	err := q.QueryRow(ctx, `SELECT status, tenant_ids FROM people WHERE id = $1`, id).Scan(&status, &tenants)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		delete(people, id)
 	case err != nil:
 		return fmt.Errorf("reload person: %w", err)
 	default:
-		people[id] = Person{Status: status}
-		if err := loadAssignments(ctx, d.Pool, people, id); err != nil {
+		people[id] = Person{Status: status, Tenants: tenants}
+		if err := loadAssignments(ctx, q, people, id); err != nil {
 			return err
 		}
 	}
@@ -137,8 +165,8 @@ func (d *Directory) reloadPerson(ctx context.Context, id string) error {
 	return nil
 }
 
-func loadAssignments(ctx context.Context, pool *pgxpool.Pool, people map[string]Person, only string) error {
-	rows, err := pool.Query(ctx, `SELECT ra.person_id, coalesce(r.name, ''), coalesce(ra.permission, ''), coalesce(ra.tenant_id, ''),
+func loadAssignments(ctx context.Context, q querier, people map[string]Person, only string) error {
+	rows, err := q.Query(ctx, `SELECT ra.person_id, coalesce(r.name, ''), coalesce(ra.permission, ''), coalesce(ra.tenant_id, ''),
 		ra.source, ra.expires_at, ra.id::text
 		FROM role_assignments ra LEFT JOIN roles r ON r.id = ra.role_id
 		WHERE (r.id IS NULL OR r.kind IN ('system', 'custom')) AND (ra.expires_at IS NULL OR ra.expires_at > now())
@@ -165,8 +193,8 @@ func loadAssignments(ctx context.Context, pool *pgxpool.Pool, people map[string]
 	return rows.Err()
 }
 
-func (d *Directory) loadEngine(ctx context.Context) (*mapping.Engine, error) {
-	rows, err := d.Pool.Query(ctx, `SELECT r.name, r.tenant_id, coalesce(r.based_on, ''), r.description,
+func (d *Directory) loadEngine(ctx context.Context, q querier) (*mapping.Engine, error) {
+	rows, err := q.Query(ctx, `SELECT r.name, r.tenant_id, coalesce(r.based_on, ''), r.description,
 		coalesce((SELECT array_agg(permission) FROM role_permissions WHERE role_id = r.id), '{}')
 		FROM roles r WHERE r.kind = 'custom' AND r.status = 'active'`)
 	if err != nil {
@@ -191,77 +219,100 @@ func (d *Directory) loadEngine(ctx context.Context) (*mapping.Engine, error) {
 }
 
 // Run listens for changes until ctx ends, reconnecting with backoff, and
-// reloads the whole view every Interval to catch anything missed.
+// reloads the whole view every Interval to catch anything missed. A reload
+// that fails is not left to the periodic one: the listener reconnects and
+// reloads everything. The backoff doubles only while reconnecting fails,
+// so a listener lost after it was up is back within the first backoff.
 func (d *Directory) Run(ctx context.Context) error {
 	interval := d.Interval
 	if interval <= 0 {
 		interval = time.Minute
 	}
-	backoff := 100 * time.Millisecond
+	const firstBackoff, maxBackoff = 100 * time.Millisecond, 10 * time.Second
+	backoff := firstBackoff
 	for ctx.Err() == nil {
-		err := d.listen(ctx, interval)
+		up, err := d.listen(ctx, interval)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if up {
+			backoff = firstBackoff
+		}
 		if d.Log != nil {
-			d.Log.WarnContext(ctx, "directory listener lost; serving the last view", "error", err, "retry_in", backoff.String())
+			d.Log.WarnContext(ctx, "directory listener lost or reload failed; serving the last view", "error", err, "retry_in", backoff.String())
 		}
 		select {
 		case <-ctx.Done():
 		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, 10*time.Second)
+		backoff = min(backoff*2, maxBackoff)
 	}
 	return ctx.Err()
 }
 
-func (d *Directory) listen(ctx context.Context, interval time.Duration) error {
-	conn, err := d.Pool.Acquire(ctx)
+// listen opens a connection of its own: it listens on Channel, loads the
+// view and applies each notification, reading through that connection. Not
+// a pooled one: a pool busy with syncs, webhooks and audit writes never
+// delays a reload, and after PostgreSQL restarts the listener is not handed
+// the pool's dead connections one backoff at a time. It reports whether it
+// got as far as listening with a loaded view.
+func (d *Directory) listen(ctx context.Context, interval time.Duration) (bool, error) {
+	conn, err := pgx.ConnectConfig(ctx, d.Pool.Config().ConnConfig)
 	if err != nil {
-		return err
+		return false, fmt.Errorf("connect: %w", err)
 	}
-	defer conn.Release()
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+		_ = conn.Close(cctx)
+	}()
 	if _, err := conn.Exec(ctx, "LISTEN "+Channel); err != nil {
-		return err
+		return false, fmt.Errorf("listen: %w", err)
 	}
 	// Whatever happened while we were not listening.
-	if err := d.Load(ctx); err != nil {
-		return err
+	if err := d.load(ctx, conn); err != nil {
+		return false, err
 	}
 	next := time.Now().Add(interval)
 	for {
 		wctx, cancel := context.WithDeadline(ctx, next)
-		n, err := conn.Conn().WaitForNotification(wctx)
+		n, err := conn.WaitForNotification(wctx)
 		cancel()
 		switch {
 		case err == nil:
-			d.apply(ctx, n.Payload)
+			if err := d.apply(ctx, conn, n.Payload); err != nil {
+				return true, err
+			}
 		case ctx.Err() != nil:
-			return ctx.Err()
+			return true, ctx.Err()
 		case errors.Is(err, context.DeadlineExceeded):
-			if err := d.Load(ctx); err != nil {
-				return err
+			if err := d.load(ctx, conn); err != nil {
+				return true, err
 			}
 			next = time.Now().Add(interval)
 		default:
-			return err
+			return true, fmt.Errorf("wait for notification: %w", err)
 		}
 	}
 }
 
-func (d *Directory) apply(ctx context.Context, payload string) {
+func (d *Directory) apply(ctx context.Context, q querier, payload string) error {
 	var msg struct {
 		Kind string `json:"kind"`
 		ID   string `json:"id"`
 	}
 	_ = json.Unmarshal([]byte(payload), &msg)
 	var err error
-	if msg.Kind == "person" && msg.ID != "" {
-		err = d.reloadPerson(ctx, msg.ID)
-	} else {
-		err = d.Load(ctx)
+	switch {
+	case msg.Kind == KindPerson && msg.ID != "":
+		err = d.reloadPerson(ctx, q, msg.ID)
+	case msg.Kind == kindRevocation:
+		return nil
+	default:
+		err = d.load(ctx, q)
 	}
-	if err != nil && d.Log != nil {
-		d.Log.WarnContext(ctx, "directory reload failed", "error", err, "kind", msg.Kind)
+	if err != nil {
+		return fmt.Errorf("reload for %q: %w", msg.Kind, err)
 	}
+	return nil
 }

@@ -1,7 +1,8 @@
 // Package identity turns a bearer token into a caller: verified locally
-// (package auth), refused when sync knows the subject is disabled or deleted
-// (package directory), and resolved by the mapping rules together with the
-// subject's stored and temporary assignments.
+// (package auth), refused when Keycloak revoked it (its session ended, or a
+// not-before: package revocation) or sync knows the subject is disabled or
+// deleted (package directory), and resolved by the mapping rules together
+// with the subject's stored and temporary assignments.
 package identity
 
 import (
@@ -29,6 +30,10 @@ type Caller struct {
 type Resolver struct {
 	Verifier auth.TokenVerifier
 	Dir      *directory.Directory
+	// Revocations refuses tokens Keycloak revoked before their expiry (an
+	// ended session, a not-before of the realm, client or user), before any
+	// cache answers for them; nil refuses none.
+	Revocations Revocations
 	// OnRefuse observes every refusal with its bounded reason.
 	OnRefuse func(ctx context.Context, reason auth.Reason, err error)
 	OnAccept func()
@@ -36,7 +41,20 @@ type Resolver struct {
 	MaxCache int
 
 	mu    sync.Mutex
-	cache map[[32]byte]cached
+	cache map[cacheKey]cached
+}
+
+// cacheKey is a token and the tenant the request named: a grant resolved
+// in one tenant never answers a request naming another.
+type cacheKey struct {
+	token  [32]byte
+	tenant string
+}
+
+// Revocations reports a verified token Keycloak has revoked, and why
+// (package revocation).
+type Revocations interface {
+	Revoked(tok *auth.Token) (why string, revoked bool)
 }
 
 type cached struct {
@@ -45,12 +63,31 @@ type cached struct {
 	until   time.Time // the first stored assignment's expiry after resolving; zero: none
 }
 
-// Identify verifies and resolves a token.
+// Identify verifies and resolves a token in the tenant its claims or the
+// subject's synced membership give (IdentifyIn naming none).
 func (r *Resolver) Identify(ctx context.Context, raw string) (Caller, error) {
+	return r.IdentifyIn(ctx, raw, "")
+}
+
+// IdentifyIn verifies a token and resolves it in the tenant the request
+// names ("" names none), by mapping.Engine.ResolveIn with the subject's
+// synced memberships. A tenant the subject may not act in is refused with
+// a *mapping.TenantError, which carries the grant without the choice for
+// the audit; the token itself is fine, so that is no token refusal. A
+// subject left with several tenants and no choice resolves with
+// Grant.TenantRequired: what to answer is the route's.
+func (r *Resolver) IdentifyIn(ctx context.Context, raw, tenant string) (Caller, error) {
 	tok, err := r.Verifier.Verify(ctx, raw)
 	if err != nil {
 		r.refuse(ctx, auth.ReasonOf(err), err)
 		return Caller{}, err
+	}
+	if r.Revocations != nil {
+		if why, revoked := r.Revocations.Revoked(tok); revoked {
+			err := &auth.Error{Reason: auth.Revoked, Detail: why}
+			r.refuse(ctx, auth.Revoked, err)
+			return Caller{}, err
+		}
 	}
 	// The version is read before the person: a change landing in between
 	// then makes the entry stale at once, instead of caching the old view
@@ -63,8 +100,9 @@ func (r *Resolver) Identify(ctx context.Context, raw string) (Caller, error) {
 		return Caller{}, err
 	}
 	now := r.now()
+	key := cacheKey{token: tok.Hash, tenant: tenant}
 	r.mu.Lock()
-	c, ok := r.cache[tok.Hash]
+	c, ok := r.cache[key]
 	r.mu.Unlock()
 	// A grant resolved with a temporary assignment (a break-glass
 	// PlatformAdmin, say) is resolved again once it expires: the RLS session
@@ -76,7 +114,14 @@ func (r *Resolver) Identify(ctx context.Context, raw string) (Caller, error) {
 		return c.caller, nil
 	}
 	engine := r.Dir.Engine()
-	g := engine.Resolve(mapping.FactsFromClaims(tok.Claims, engine.Config().Claims), person.Assignments, now)
+	g, err := engine.ResolveIn(mapping.FactsFromClaims(tok.Claims, engine.Config().Claims), person.Assignments, now,
+		mapping.Placement{Named: tenant, Synced: person.Tenants})
+	if err != nil {
+		if r.OnAccept != nil {
+			r.OnAccept() // the token was good; the tenant it named was not
+		}
+		return Caller{}, err
+	}
 	caller := Caller{Token: tok, Grant: g, Memo: &Memo{}}
 	var until time.Time
 	for _, a := range person.Assignments {
@@ -86,9 +131,9 @@ func (r *Resolver) Identify(ctx context.Context, raw string) (Caller, error) {
 	}
 	r.mu.Lock()
 	if r.cache == nil || len(r.cache) >= max(r.MaxCache, 1) {
-		r.cache = map[[32]byte]cached{} // a full reset is cheap and bounds memory
+		r.cache = map[cacheKey]cached{} // a full reset is cheap and bounds memory
 	}
-	r.cache[tok.Hash] = cached{caller: caller, version: version, until: until}
+	r.cache[key] = cached{caller: caller, version: version, until: until}
 	r.mu.Unlock()
 	if r.OnAccept != nil {
 		r.OnAccept()
@@ -96,7 +141,6 @@ func (r *Resolver) Identify(ctx context.Context, raw string) (Caller, error) {
 	return caller, nil
 }
 
-// Authenticate implements middleware.Authenticator.
 // Memo holds encodings computed from one resolved caller: a cached
 // resolution answers the same until the token or the directory changes, and
 // then the resolution and its memo are replaced together.
@@ -105,8 +149,16 @@ type Memo struct {
 	Introspection atomic.Pointer[[]byte]
 }
 
+// Authenticate implements middleware.Authenticator.
 func (r *Resolver) Authenticate(ctx context.Context, raw string) (*mapping.Grant, error) {
-	c, err := r.Identify(ctx, raw)
+	return r.AuthenticateIn(ctx, raw, "")
+}
+
+// AuthenticateIn implements middleware.TenantAuthenticator: IdentifyIn's
+// grant, or its error (a *mapping.TenantError for a tenant the subject may
+// not act in).
+func (r *Resolver) AuthenticateIn(ctx context.Context, raw, tenant string) (*mapping.Grant, error) {
+	c, err := r.IdentifyIn(ctx, raw, tenant)
 	if err != nil {
 		return nil, err
 	}

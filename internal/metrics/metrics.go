@@ -59,6 +59,12 @@ type Metrics struct {
 	// ForwardAuthRefused counts forward-auth requests refused before any
 	// decision: the proxy sent no original URI or a path that is not canonical.
 	ForwardAuthRefused *prometheus.CounterVec // reason
+
+	// Incremental events and drift. SyncFullFallbacks counts the full runs
+	// events asked for because they could not be applied on their own;
+	// SyncDrift counts what scheduled full runs still had to apply.
+	SyncFullFallbacks *prometheus.CounterVec // reason
+	SyncDrift         *prometheus.CounterVec // kind
 }
 
 // Latency buckets for decisions: microseconds to a second.
@@ -93,7 +99,7 @@ func New(version, revision string) *Metrics {
 	m.KeycloakEvents = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keybridge_keycloak_events_total",
 		Help: "Events read by the poller by source (admin, user) and outcome (applied, duplicate, ignored, failed, deferred: left to a full sync)."}, []string{"source", "outcome"})
 	m.EventApplyLag = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "keybridge_event_apply_lag_seconds",
-		Help:    "Time from a Keycloak event to its change applied in PostgreSQL, by source (admin, user, webhook).",
+		Help:    "Time from a Keycloak event to its change applied in PostgreSQL, by source (admin, user, webhook; revocation: a session end or not-before recorded).",
 		Buckets: []float64{.1, .25, .5, 1, 2, 3, 5, 10, 30, 60, 300}}, []string{"source"})
 	m.Leader = prometheus.NewGauge(prometheus.GaugeOpts{Name: "keybridge_sync_leader",
 		Help: "1 while this replica holds the sync leader lock."})
@@ -139,6 +145,14 @@ func New(version, revision string) *Metrics {
 		m.HTTPRequests, m.HTTPDuration, m.Decisions, m.TokenFailures, m.TokensVerified, m.JWKSRefreshes, m.RateLimited, m.ForwardAuthRefused,
 		m.AuditQueueDepth, m.auditDropped, m.AuditWritten, m.AuditWriteErrors, m.DatabaseUp, m.BuildInfo,
 	} {
+		f(c)
+		m.own = append(m.own, c)
+	}
+	m.SyncFullFallbacks = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keybridge_sync_full_fallbacks_total",
+		Help: "Keycloak events (polled or webhook) that asked for a full sync instead of being applied to the objects they name, by reason (unknown_path, realm_import, role_unknown, too_many_people, client_roles, apply_failed)."}, []string{"reason"})
+	m.SyncDrift = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keybridge_sync_drift_total",
+		Help: "Changes a scheduled full sync still had to apply, which the events since the previous run had missed, by kind (people, teams, roles, tenants, tenant_members, team_members, role_composites, assignments); counted while the event poller is on."}, []string{"kind"})
+	for _, c := range []prometheus.Collector{m.SyncFullFallbacks, m.SyncDrift} {
 		f(c)
 		m.own = append(m.own, c)
 	}

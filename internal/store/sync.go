@@ -58,44 +58,70 @@ type SyncState struct {
 
 // LoadSyncState reads what sync manages, as the sync role.
 func LoadSyncState(ctx context.Context, q Querier) (*SyncState, error) {
+	return loadSync(ctx, q, nil)
+}
+
+// LoadSyncScope reads the part of what sync manages that an incremental
+// apply owns: the rows of sc's people (their memberships and assignments),
+// teams, Keycloak roles (their composites, and composites whose child is in
+// sc.Children) and tenants. Empty lists read nothing of their kind.
+func LoadSyncScope(ctx context.Context, q Querier, sc SyncScope) (*SyncState, error) {
+	return loadSync(ctx, q, &sc)
+}
+
+// SyncScope names rows by key: people, teams and tenants by id, roles by
+// SyncRole.Key.
+type SyncScope struct {
+	People, Teams, Roles, Tenants []string
+	// Children are role keys whose composite rows, as the child, are read
+	// too: a role gone from Keycloak leaves every role that contained it.
+	Children []string
+}
+
+func loadSync(ctx context.Context, q Querier, sc *SyncScope) (*SyncState, error) {
 	s := &SyncState{}
 	type load struct {
 		name string
 		sql  string
 		scan func(pgx.Rows) error
+		// where filters the rows to sc, with args; the sql ends in a WHERE.
+		where string
+		args  func(*SyncScope) []any
 	}
+	people := func(sc *SyncScope) []any { return []any{sc.People} }
+	const roleKey = `kind || '|' || client_id || '|' || name`
 	loads := []load{
-		{"tenants", `SELECT id, name, source, status FROM tenants`, func(r pgx.Rows) error {
+		{"tenants", `SELECT id, name, source, status FROM tenants WHERE true`, func(r pgx.Rows) error {
 			var t TenantRow
 			err := r.Scan(&t.ID, &t.Name, &t.Source, &t.Status)
 			s.Tenants = append(s.Tenants, t)
 			return err
-		}},
+		}, `id = ANY($1)`, func(sc *SyncScope) []any { return []any{sc.Tenants} }},
 		{"people", `SELECT id, username, coalesce(email, ''), coalesce(first_name, ''), coalesce(last_name, ''), display_name, status,
-			coalesce(identity_provider, ''), email_verified, coalesce((extract(epoch FROM keycloak_created) * 1000)::bigint, 0) FROM people`, func(r pgx.Rows) error {
+			coalesce(identity_provider, ''), email_verified, coalesce((extract(epoch FROM keycloak_created) * 1000)::bigint, 0) FROM people WHERE true`, func(r pgx.Rows) error {
 			var p PersonRow
 			err := r.Scan(&p.ID, &p.Username, &p.Email, &p.FirstName, &p.LastName, &p.DisplayName, &p.Status, &p.IdentityProvider, &p.EmailVerified, &p.Created)
 			s.People = append(s.People, p)
 			return err
-		}},
-		{"tenant_members", `SELECT tenant_id, person_id, tenant_id FROM tenant_members`, func(r pgx.Rows) error {
+		}, `id = ANY($1)`, people},
+		{"tenant_members", `SELECT tenant_id, person_id, tenant_id FROM tenant_members WHERE true`, func(r pgx.Rows) error {
 			var m MemberRow
 			err := r.Scan(&m.Group, &m.Person, &m.Tenant)
 			s.TenantMembers = append(s.TenantMembers, m)
 			return err
-		}},
-		{"teams", `SELECT id, coalesce(tenant_id, ''), name, path, coalesce(parent_id, ''), status FROM teams`, func(r pgx.Rows) error {
+		}, `person_id = ANY($1)`, people},
+		{"teams", `SELECT id, coalesce(tenant_id, ''), name, path, coalesce(parent_id, ''), status FROM teams WHERE true`, func(r pgx.Rows) error {
 			var t TeamRow
 			err := r.Scan(&t.ID, &t.Tenant, &t.Name, &t.Path, &t.ParentID, &t.Status)
 			s.Teams = append(s.Teams, t)
 			return err
-		}},
-		{"team_members", `SELECT team_id, person_id, coalesce(tenant_id, '') FROM team_members`, func(r pgx.Rows) error {
+		}, `id = ANY($1)`, func(sc *SyncScope) []any { return []any{sc.Teams} }},
+		{"team_members", `SELECT team_id, person_id, coalesce(tenant_id, '') FROM team_members WHERE true`, func(r pgx.Rows) error {
 			var m MemberRow
 			err := r.Scan(&m.Group, &m.Person, &m.Tenant)
 			s.TeamMembers = append(s.TeamMembers, m)
 			return err
-		}},
+		}, `person_id = ANY($1)`, people},
 		{"roles", `SELECT kind, client_id, name, coalesce(keycloak_id, ''), description, status, composite,
 			coalesce((SELECT string_agg(permission, ',' ORDER BY permission) FROM role_permissions rp WHERE rp.role_id = r.id), '')
 			FROM roles r WHERE kind IN ('keycloak', 'system', 'pseudo')`, func(r pgx.Rows) error {
@@ -103,24 +129,29 @@ func LoadSyncState(ctx context.Context, q Querier) (*SyncState, error) {
 			err := r.Scan(&x.Kind, &x.ClientID, &x.Name, &x.KeycloakID, &x.Description, &x.Status, &x.Composite, &x.Permissions)
 			s.Roles = append(s.Roles, x)
 			return err
-		}},
+		}, roleKey + ` = ANY($1)`, func(sc *SyncScope) []any { return []any{sc.Roles} }},
 		{"role_composites", `SELECT p.kind || '|' || p.client_id || '|' || p.name, c.kind || '|' || c.client_id || '|' || c.name
-			FROM role_composites rc JOIN roles p ON p.id = rc.parent_id JOIN roles c ON c.id = rc.child_id`, func(r pgx.Rows) error {
+			FROM role_composites rc JOIN roles p ON p.id = rc.parent_id JOIN roles c ON c.id = rc.child_id WHERE true`, func(r pgx.Rows) error {
 			var x CompositeRow
 			err := r.Scan(&x.Parent, &x.Child)
 			s.Composites = append(s.Composites, x)
 			return err
-		}},
+		}, `(p.kind || '|' || p.client_id || '|' || p.name = ANY($1) OR c.kind || '|' || c.client_id || '|' || c.name = ANY($2))`,
+			func(sc *SyncScope) []any { return []any{sc.Roles, sc.Children} }},
 		{"role_assignments", `SELECT ra.person_id, r.kind || '|' || r.client_id || '|' || r.name, coalesce(ra.tenant_id, ''), ra.source, ra.rule_ref
 			FROM role_assignments ra JOIN roles r ON r.id = ra.role_id WHERE ra.source IN ('keycloak', 'rule')`, func(r pgx.Rows) error {
 			var x AssignmentRow
 			err := r.Scan(&x.Person, &x.Role, &x.Tenant, &x.Source, &x.Ref)
 			s.Assignments = append(s.Assignments, x)
 			return err
-		}},
+		}, `ra.person_id = ANY($1)`, people},
 	}
 	for _, l := range loads {
-		rows, err := q.Query(ctx, l.sql)
+		sql, args := l.sql, []any(nil)
+		if sc != nil {
+			sql, args = sql+" AND "+l.where, l.args(sc)
+		}
+		rows, err := q.Query(ctx, sql, args...)
 		if err != nil {
 			return nil, fmt.Errorf("load %s: %w", l.name, err)
 		}
@@ -312,6 +343,10 @@ func ApplySyncPlan(ctx context.Context, tx pgx.Tx, p *SyncPlan) error {
 			return err
 		}
 	}
+	if people := p.touchedPeople(); p.personal() && len(people) <= maxPersonNotices {
+		// Only a few people changed: each replica reloads just them.
+		return exec("notify", `SELECT pg_notify('keybridge_changed', json_build_object('kind', 'person', 'id', id)::text) FROM unnest($1::text[]) AS id`, people)
+	}
 	return exec("notify", `SELECT pg_notify('keybridge_changed', '{"kind":"full"}')`)
 }
 
@@ -329,6 +364,9 @@ type SyncRun struct {
 	KeycloakRequests int             `json:"keycloak_requests"`
 	Objects          json.RawMessage `json:"objects"`
 	Changes          json.RawMessage `json:"changes"`
+	// Drift counts, by kind, what a scheduled run had to apply that events
+	// had missed; absent for other runs (see RecordRunDrift).
+	Drift json.RawMessage `json:"drift,omitempty"`
 }
 
 // StartRun records a run as running and returns its id and the database's
@@ -371,14 +409,14 @@ func RecordRunProgress(ctx context.Context, q Querier, id int64, requests int64,
 
 // ListRuns returns the latest runs.
 func ListRuns(ctx context.Context, q Querier, limit int) ([]SyncRun, error) {
-	rows, err := q.Query(ctx, `SELECT id, trigger, mode, dry_run, forced, started_at, finished_at, outcome, error, keycloak_requests, objects, changes
+	rows, err := q.Query(ctx, `SELECT id, trigger, mode, dry_run, forced, started_at, finished_at, outcome, error, keycloak_requests, objects, changes, drift
 		FROM sync_runs ORDER BY id DESC LIMIT $1`, limit)
 	if err != nil {
 		return nil, fmt.Errorf("list sync runs: %w", err)
 	}
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (SyncRun, error) {
 		var s SyncRun
-		err := r.Scan(&s.ID, &s.Trigger, &s.Mode, &s.DryRun, &s.Forced, &s.StartedAt, &s.FinishedAt, &s.Outcome, &s.Error, &s.KeycloakRequests, &s.Objects, &s.Changes)
+		err := r.Scan(&s.ID, &s.Trigger, &s.Mode, &s.DryRun, &s.Forced, &s.StartedAt, &s.FinishedAt, &s.Outcome, &s.Error, &s.KeycloakRequests, &s.Objects, &s.Changes, &s.Drift)
 		return s, err
 	})
 }
