@@ -25,10 +25,11 @@ type Config struct {
 	AllowUserEditedAttributes bool `yaml:"allow_user_edited_attributes"`
 }
 
-// TenantSource picks one way to find a subject's tenants. Sync records
-// them as memberships, placing stored assignments in the first in sorted
-// order; a request acts in the one it names, else the one its token gives,
-// else the only synced membership (Engine.ResolveIn).
+// TenantSource picks one way to find a subject's tenants, or, with
+// Organization and Customers, two: organizations and their customers. Sync
+// records them as memberships, placing stored assignments in the first in
+// sorted order; a request acts in the one it names, else the one its token
+// gives, else the only synced membership (Engine.ResolveIn).
 type TenantSource struct {
 	// Organization: the Keycloak organizations (aliases) the subject is a
 	// member of. A token carries them only when its client asked for
@@ -44,6 +45,52 @@ type TenantSource struct {
 	// Claim: a dotted token claim path holding the tenant id (at sync time,
 	// the user attribute of that name).
 	Claim string `yaml:"claim"`
+	// Customers, beside Organization: true, makes tenancy two levels
+	// (DESIGN.md, "Data model"): the Keycloak organizations are the
+	// organizations, and each group right under Customers.GroupPrefix is a
+	// customer of the organization its group's keybridge.tenant.organization
+	// attribute names. A role in OrganizationRoles held in an organization
+	// holds in each of its customers too; every other role stays in the
+	// tenant it is held in.
+	Customers CustomerSource `yaml:"customers"`
+	// OrganizationRoles, with Customers: the roles that, held in an
+	// organization, hold in each of its customers. Unset, the preset's
+	// (fastn: Owner and Admin); an empty list names none. System roles
+	// only: a custom role belongs to the one tenant it was made in.
+	OrganizationRoles []string `yaml:"organization_roles"`
+}
+
+// CustomerSource says where an organization's customers come from: the
+// groups right under GroupPrefix, each placed in its organization by the
+// attribute keybridge.tenant.organization of its own group (the alias of
+// the Keycloak organization), which only an administrator allowed to
+// manage the group can edit, never its members: a user cannot move
+// themselves into another organization's customer. A
+// customer group without the attribute, or naming no organization, is a
+// customer of none: its members act there, and no organization's role
+// reaches it. A group naming two organizations, or named like an
+// organization, fails the sync run.
+type CustomerSource struct {
+	// GroupPrefix: the groups right under it are the customers, named by
+	// their path segment (/customers/acme-eu -> acme-eu); a member of the
+	// group or of any group below it is in the customer.
+	GroupPrefix string `yaml:"group_prefix"`
+}
+
+// Tree reports a two-level tenancy: organizations and their customers.
+func (t TenantSource) Tree() bool { return t.Organization && t.Customers.GroupPrefix != "" }
+
+// TenantGroupPrefix is the group path whose children are tenants:
+// group_prefix, or customers.group_prefix in a tree; "" when groups place
+// no tenant.
+func (t TenantSource) TenantGroupPrefix() string {
+	if t.GroupPrefix != "" {
+		return t.GroupPrefix
+	}
+	if t.Tree() {
+		return t.Customers.GroupPrefix
+	}
+	return ""
 }
 
 // Rule matches one fact and grants roles or permissions. Exactly one

@@ -92,6 +92,12 @@ type Engine struct {
 	public     *role // the pseudo role of anonymous callers, or nil
 	rules      []compiledRule
 	pinned     bool // some rule pins a tenant
+	// orgRoles are the roles that, held in an organization, hold in each
+	// of its customers; nil unless the tenancy is a tree.
+	orgRoles map[string]bool
+	// tree is the organization -> customers tree sync stored
+	// (WithTenantTree); nil before one is loaded.
+	tree *TenantTree
 }
 
 // New compiles a config: preset, extra permissions and rules. Its error
@@ -259,6 +265,7 @@ func compile(cfg Config) (*Engine, []error) {
 			add("mapping.tenant.claim", "%v", err)
 		}
 	}
+	e.orgRoles = compileTree(ts, p, e.roles, add)
 	for _, p := range []struct{ key, path string }{
 		{"realm_roles", cfg.Claims.RealmRoles}, {"client_roles", cfg.Claims.ClientRoles}, {"groups", cfg.Claims.Groups},
 		{"organization", cfg.Claims.Organization}, {"username", cfg.Claims.Username}, {"email", cfg.Claims.Email},

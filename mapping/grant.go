@@ -86,6 +86,17 @@ type Grant struct {
 	// chose one (ResolveIn): Tenant is "", and Decide denies every check
 	// until the request names one.
 	TenantRequired bool `json:"tenant_required,omitempty"`
+	// Org is the organization the request acts in at the organization
+	// level, app.org_id (a tenancy of organizations and customers only):
+	// Tenant itself when it is an organization, or the organization of the
+	// customer Tenant when the subject holds an organization-level role
+	// there; "" for a subject confined to its customer.
+	Org string `json:"org,omitempty"`
+	// Customers are the customers a request acting in the organization
+	// itself may read, app.tenant_ids: every customer of Org, for a holder
+	// of an organization-level role there; nil otherwise (acting in a
+	// customer, the request reads that customer: Tenant).
+	Customers []string `json:"customers,omitempty"`
 	// Roles are the roles held at resolve time, highest rank first.
 	Roles []string `json:"roles"`
 	// Permissions are the permissions held at resolve time, sorted.
@@ -199,6 +210,15 @@ func (e *Engine) pinnedTenant(matched []bool) string {
 // fill grants, in g.Tenant, what the matched rules and the stored
 // assignments give.
 func (e *Engine) fill(g *Grant, f *Facts, matched []bool, stored []Assignment, now time.Time) {
+	e.fillAt(g, f, matched, stored, now, &level{})
+}
+
+// fillAt is fill at a level of a tenant tree: in a customer the subject
+// reaches only through an organization-level role, the rules that pin no
+// tenant grant nothing (a role they give in the organization stays there,
+// unless it is an organization-level one), and the organization-level roles
+// of lv.up hold beside what is granted in the customer itself.
+func (e *Engine) fillAt(g *Grant, f *Facts, matched []bool, stored []Assignment, now time.Time, lv *level) {
 	x := e.idx
 	g.Teams = append([]string{}, f.Groups...)
 	sort.Strings(g.Teams)
@@ -206,7 +226,7 @@ func (e *Engine) fill(g *Grant, f *Facts, matched []bool, stored []Assignment, n
 
 	for i := range e.rules {
 		r := &e.rules[i]
-		if !matched[i] || (r.tenant != "" && r.tenant != g.Tenant) {
+		if !matched[i] || (r.tenant != "" && r.tenant != g.Tenant) || (lv.reachOnly && r.tenant == "") {
 			continue
 		}
 		src := &source{rule: r.ref}
@@ -235,6 +255,11 @@ func (e *Engine) fill(g *Grant, f *Facts, matched []bool, stored []Assignment, n
 		}
 		if id, ok := x.ids[a.Permission]; ok {
 			g.addPerm(id, src)
+		}
+	}
+	if lv.up != nil {
+		for i, r := range lv.up.roles {
+			g.addRole(r, lv.up.srcs[i])
 		}
 	}
 	if e.authn != nil && f.Subject != "" {
@@ -399,15 +424,11 @@ func (e *Engine) tenants(f *Facts, paths *ClaimPaths) []string {
 	switch {
 	case ts.Organization:
 		out = append(out, f.Organizations...)
-	case ts.GroupPrefix != "":
-		prefix := strings.TrimRight(ts.GroupPrefix, "/") + "/"
-		for _, g := range f.Groups {
-			if rest, ok := strings.CutPrefix(g, prefix); ok {
-				if t, _, _ := strings.Cut(rest, "/"); t != "" {
-					out = append(out, t)
-				}
-			}
+		if ts.Tree() {
+			out = groupTenants(out, f.Groups, ts.Customers.GroupPrefix)
 		}
+	case ts.GroupPrefix != "":
+		out = groupTenants(out, f.Groups, ts.GroupPrefix)
 	case ts.Attribute != "":
 		out = append(out, f.Attributes[ts.Attribute]...)
 	case ts.Claim != "":
@@ -415,6 +436,20 @@ func (e *Engine) tenants(f *Facts, paths *ClaimPaths) []string {
 	}
 	sort.Strings(out)
 	return dedupe(out)
+}
+
+// groupTenants appends the tenant of every group under prefix: the path
+// segment right under it (/customers/acme/engineering -> acme).
+func groupTenants(out, groups []string, prefix string) []string {
+	prefix = strings.TrimRight(prefix, "/") + "/"
+	for _, g := range groups {
+		if rest, ok := strings.CutPrefix(g, prefix); ok {
+			if t, _, _ := strings.Cut(rest, "/"); t != "" {
+				out = append(out, t)
+			}
+		}
+	}
+	return out
 }
 
 // dedupe drops empty strings and repeats from a sorted slice, in place.

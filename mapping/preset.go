@@ -20,6 +20,9 @@ type presetFile struct {
 	Policies         []Policy         `yaml:"policies"`
 	Roles            []presetRole     `yaml:"roles"`
 	Pseudo           []presetRole     `yaml:"pseudo"`
+	// OrganizationRoles hold in every customer of the organization they
+	// are held in, when the tenancy is a tree (TenantSource.Customers).
+	OrganizationRoles []string `yaml:"organization_roles"`
 }
 
 type presetCategory struct {
@@ -73,11 +76,18 @@ type Catalog struct {
 }
 
 // expand turns a role's permission patterns ("*", "forms.*", exact names)
-// into catalog permissions, sorted. A pattern that matches nothing is an
-// error: in preset data it is a typo.
+// into catalog permissions, sorted. A pattern written "-platform.*" (or
+// "-name") takes back what the others gave: fastn's Owner holds "*" but
+// "-platform.*". A pattern that matches nothing is an error: in preset data
+// it is a typo.
 func expand(patterns []string, catalog []string, known func(string) bool) ([]string, error) {
 	set := map[string]bool{}
+	var minus []string
 	for _, p := range patterns {
+		if rest, ok := strings.CutPrefix(p, "-"); ok {
+			minus = append(minus, rest)
+			continue
+		}
 		switch {
 		case p == "*":
 			for _, c := range catalog {
@@ -100,6 +110,18 @@ func expand(patterns []string, catalog []string, known func(string) bool) ([]str
 				return nil, fmt.Errorf("%w %q", ErrUnknownPermission, p)
 			}
 			set[p] = true
+		}
+	}
+	for _, m := range minus {
+		n := 0
+		for _, c := range catalog {
+			if c == m || strings.HasSuffix(m, ".*") && strings.HasPrefix(c, strings.TrimSuffix(m, "*")) {
+				delete(set, c)
+				n++
+			}
+		}
+		if n == 0 {
+			return nil, fmt.Errorf("pattern %q matches no permission", "-"+m)
 		}
 	}
 	out := make([]string, 0, len(set))

@@ -41,19 +41,26 @@ func catalogOf(cats map[string][]string, only ...string) []string {
 	return sorted(out...)
 }
 
+// fastnPlatform is keybridge's own platform-level permission (tenant
+// administration, issue 16), beside the seed's 39: no system role holds it.
+var fastnPlatform = []string{"platform.tenants.manage"}
+
 func TestFastnCatalogIsTheSeedsFiveCategoriesPlusTenOrganizationPermissions(t *testing.T) {
 	e := engine(t, "fastn")
 	got := e.Catalog()
-	if want := catalogOf(fastnCategories); !slices.Equal(got.Permissions, want) {
+	if want := sorted(append(catalogOf(fastnCategories), fastnPlatform...)...); !slices.Equal(got.Permissions, want) {
 		t.Errorf("catalog = %v\nwant %v", got.Permissions, want)
 	}
 	if n := len(catalogOf(fastnCategories, "connectors", "connections", "workflows", "agents", "tools")); n != 29 {
 		t.Errorf("the seed's five categories hold %d actions, want 29", n)
 	}
-	if len(got.Permissions) != 39 {
-		t.Errorf("catalog has %d permissions, want 39", len(got.Permissions))
+	if len(got.Permissions) != 39+len(fastnPlatform) {
+		t.Errorf("catalog has %d permissions, want the seed's 39 and %v", len(got.Permissions), fastnPlatform)
 	}
 	for _, c := range got.Categories {
+		if c.Name == "platform" {
+			continue
+		}
 		if !slices.Equal(c.Actions, fastnCategories[c.Name]) {
 			t.Errorf("category %s actions %v, want the seed's order %v", c.Name, c.Actions, fastnCategories[c.Name])
 		}
@@ -97,6 +104,11 @@ func TestFastnSystemRolesHoldExactlyTheSeedsSets(t *testing.T) {
 	var names []string
 	for _, r := range e.Roles() {
 		names = append(names, r.Name)
+		for _, p := range fastnPlatform {
+			if slices.Contains(r.Permissions, p) {
+				t.Errorf("%s holds %s: no fastn role may, a rule grants it to platform operators", r.Name, p)
+			}
+		}
 	}
 	if want := []string{"Owner", "Admin", "Developer", "Operator", "Viewer", "End User"}; !slices.Equal(names, want) {
 		t.Errorf("fastn roles %v, want the seed's six in rank order %v", names, want)

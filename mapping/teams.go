@@ -9,19 +9,22 @@ import "strings"
 // are realm-wide, which keybridge shows to platform callers only (their
 // teams rows have no tenant). A subject in no tenant has none. The other
 // tenant sources (organization, attribute, claim) do not place groups in
-// tenants, so every group is tenant-neutral and all are listed.
+// tenants, so every group is tenant-neutral and all are listed. In a tree
+// of organizations and customers, customers.group_prefix places groups as
+// group_prefix does, and a subject acting in an organization lists none.
 func (e *Engine) TenantTeams(g *Grant) []string {
 	if g == nil {
 		return nil
 	}
-	if e.cfg.Tenant.GroupPrefix == "" {
+	prefix := e.cfg.Tenant.TenantGroupPrefix()
+	if prefix == "" {
 		return g.Teams
 	}
 	out := []string{}
 	if g.Tenant == "" {
 		return out
 	}
-	root := strings.TrimRight(e.cfg.Tenant.GroupPrefix, "/") + "/" + g.Tenant
+	root := strings.TrimRight(prefix, "/") + "/" + g.Tenant
 	for _, t := range g.Teams {
 		if t == root || strings.HasPrefix(t, root+"/") {
 			out = append(out, t)

@@ -35,10 +35,18 @@ type TenantError struct {
 	// Grant is the subject resolved without the choice, for the audit
 	// entry's actor.
 	Grant *Grant
+	// Disabled: the subject belongs to the tenant, but the tenant is
+	// disabled (its Keycloak organization disabled, or its group marked),
+	// and the subject is no platform caller.
+	Disabled bool
 }
 
 func (e *TenantError) Error() string {
-	return "the caller may not act in tenant " + strconv.Quote(e.Tenant) + ": it is neither in the token nor a synced membership"
+	if e.Disabled {
+		return "the caller may not act in tenant " + strconv.Quote(e.Tenant) + ": the tenant is disabled"
+	}
+	return "the caller may not act in tenant " + strconv.Quote(e.Tenant) + ": it is neither in the token nor a synced membership" +
+		" nor a customer of an organization where the caller holds an organization-level role"
 }
 
 // TenantRequiredReason is Decide's denial for a grant with TenantRequired.
@@ -46,8 +54,12 @@ const TenantRequiredReason = "the caller may act in several tenants and the requ
 
 // MayActIn reports whether the subject may act in tenant: one its token
 // places it in, or one of its synced memberships (or, for a subject in
-// none, the tenant of the first matching rule that pins one). It is the one
-// membership test of a tenant a request names; Tenants lists the same set.
+// none, the tenant of the first matching rule that pins one), or, in a
+// tenancy of organizations and customers, a customer of an organization
+// where it holds an organization-level role (mapping.tenant.customers,
+// organization_roles): never a customer of another organization. It is the
+// one membership test of a tenant a request names; Tenants lists the same
+// set.
 func (g *Grant) MayActIn(tenant string) bool {
 	return g != nil && tenant != "" && slices.Contains(g.Tenants, tenant)
 }
@@ -73,6 +85,8 @@ func (e *Engine) ResolveIn(f Facts, stored []Assignment, now time.Time, p Placem
 			g.Tenants = []string{t}
 		}
 	}
+	direct := g.Tenants
+	holds := e.placeInTree(g, append(slices.Clone(f.Organizations), synced...), matched, stored, now)
 	switch {
 	case p.Named != "":
 		if !g.MayActIn(p.Named) {
@@ -91,7 +105,7 @@ func (e *Engine) ResolveIn(f Facts, stored []Assignment, now time.Time, p Placem
 	case len(g.Tenants) == 1:
 		g.Tenant = g.Tenants[0] // a pinned rule's
 	}
-	e.fill(g, &f, matched, stored, now)
+	e.fillAt(g, &f, matched, stored, now, e.levelOf(g, direct, holds))
 	return g, nil
 }
 

@@ -136,9 +136,14 @@ func GrantFrom(ctx context.Context) *mapping.Grant {
 	return g
 }
 
-// SessionFor is the PostgreSQL session a grant runs under.
+// SessionFor is the PostgreSQL session a grant runs under. In a tenancy of
+// organizations and customers it carries the organization (app.org_id) and,
+// for a holder of an organization-level role acting in the organization
+// itself, the customers it may read (app.tenant_ids), which runs the
+// transaction as rls.OrganizationRole.
 func SessionFor(g *mapping.Grant) rls.Session {
-	return rls.Session{TenantID: g.Tenant, UserID: g.Subject, Role: g.PrimaryRole(), Roles: g.Roles, Platform: g.Global()}
+	return rls.Session{TenantID: g.Tenant, OrgID: g.Org, TenantIDs: g.Customers, UserID: g.Subject, Role: g.PrimaryRole(), Roles: g.Roles,
+		Platform: g.Global()}
 }
 
 // failure is a refusal of the middleware with its HTTP answer.

@@ -34,6 +34,13 @@ type Session struct {
 	// through keybridge.current_tenants(). When set, the transaction runs
 	// as OrganizationRole.
 	TenantIDs []string `json:"app.tenant_ids,omitempty"`
+	// OrgID is app.org_id, in a tenancy of organizations and customers:
+	// the organization the request acts in at the organization level (the
+	// active tenant itself, or the active customer's organization for a
+	// holder of an organization-level role), read with
+	// keybridge.current_org() by the policies of organization-scoped
+	// tables. Empty for a caller confined to one customer.
+	OrgID string `json:"app.org_id,omitempty"`
 	// UserID is app.user_id, the subject of the token.
 	UserID string `json:"app.user_id"`
 	// Role is app.role, the caller's highest role.
@@ -79,6 +86,7 @@ func (s Session) Vars() map[string]string {
 		"app.roles":      textArray(s.Roles),
 		"app.platform":   "",
 		"app.tenant_ids": textArray(s.TenantIDs),
+		"app.org_id":     s.OrgID,
 	}
 	if s.Platform {
 		v["app.platform"] = "on"
@@ -136,7 +144,8 @@ type Beginner interface {
 // transaction.
 const setSQL = `SELECT set_config('app.tenant_id', $1, true), set_config('app.user_id', $2, true),
 	set_config('app.role', $3, true), set_config('app.roles', $4, true), set_config('app.platform', $5, true),
-	set_config('app.tenant_ids', $6, true), CASE WHEN $7::text <> '' THEN set_config('role', $7::text, true) END`
+	set_config('app.tenant_ids', $6, true), set_config('app.org_id', $8, true),
+	CASE WHEN $7::text <> '' THEN set_config('role', $7::text, true) END`
 
 // Begin starts a transaction on db and sets the session variables of the
 // session in ctx, switching to its DatabaseRole if it has one. An empty
@@ -153,7 +162,7 @@ func Begin(ctx context.Context, db Beginner, opts pgx.TxOptions) (pgx.Tx, error)
 	}
 	v := s.Vars()
 	if _, err := tx.Exec(ctx, setSQL, v["app.tenant_id"], v["app.user_id"], v["app.role"], v["app.roles"], v["app.platform"],
-		v["app.tenant_ids"], s.DatabaseRole()); err != nil {
+		v["app.tenant_ids"], s.DatabaseRole(), v["app.org_id"]); err != nil {
 		_ = tx.Rollback(ctx)
 		return nil, fmt.Errorf("rls: set session: %w", err)
 	}

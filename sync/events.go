@@ -37,14 +37,18 @@ type UserEvent struct {
 }
 
 // seen remembers the event ids already taken, so the overlap window never
-// applies one twice.
+// applies one twice. What it marks is recorded in PostgreSQL too (flush),
+// and a round first learns what any leader recorded (load): a new leader
+// skips what the old one applied.
 type seen struct {
 	mu  gosync.Mutex
 	ids map[string]time.Time
 	// keep is how long an id is remembered: past the overlap window an
 	// event is never read again. An hour when zero.
-	keep  time.Duration
-	swept time.Time // last eviction sweep: at most one per keep/2
+	keep    time.Duration
+	swept   time.Time // last eviction sweep: at most one per keep/2
+	pruned  time.Time // last deletion of old records: at most one per keep/2
+	pending []string  // marked, not yet recorded
 }
 
 // has reports whether the event was applied already.
@@ -67,6 +71,7 @@ func (s *seen) mark(now time.Time, ids ...string) {
 	for _, id := range ids {
 		s.ids[id] = now
 	}
+	s.pending = append(s.pending, ids...)
 	keep := s.keep
 	if keep <= 0 {
 		keep = time.Hour
@@ -81,8 +86,62 @@ func (s *seen) mark(now time.Time, ids ...string) {
 	}
 }
 
+func (s *seen) keepFor() time.Duration {
+	if s.keep <= 0 {
+		return time.Hour
+	}
+	return s.keep
+}
+
+// load marks, without recording them again, those of keys that a leader
+// recorded as applied.
+func (s *seen) load(ctx context.Context, q store.Querier, now time.Time, keys []string) error {
+	applied, err := store.AppliedEvents(ctx, q, keys)
+	if err != nil || len(applied) == 0 {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ids == nil {
+		s.ids = map[string]time.Time{}
+	}
+	for _, k := range applied {
+		if _, ok := s.ids[k]; !ok {
+			s.ids[k] = now
+		}
+	}
+	return nil
+}
+
+// flush records what was marked since the last flush, and now and then
+// deletes records older than keep. Keys it could not record are kept for
+// the next flush.
+func (s *seen) flush(ctx context.Context, q store.Querier) error {
+	s.mu.Lock()
+	keys := s.pending
+	s.pending = nil
+	prune := time.Since(s.pruned) > s.keepFor()/2
+	if prune {
+		s.pruned = time.Now()
+	}
+	s.mu.Unlock()
+	if err := store.RecordAppliedEvents(ctx, q, keys); err != nil {
+		s.mu.Lock()
+		s.pending = append(keys, s.pending...)
+		s.mu.Unlock()
+		return err
+	}
+	if prune {
+		return store.PruneAppliedEvents(ctx, q, s.keepFor())
+	}
+	return nil
+}
+
 // pollEvents reads admin and user events since stored cursors, with an
-// overlap because events can land out of commit order, until ctx ends.
+// overlap because events can land out of commit order, until ctx ends. A
+// round that took new events is followed at once by another: while changes
+// keep coming, each waits for the round under way, not for the interval,
+// which paces an idle realm.
 func (s *Service) pollEvents(ctx context.Context) {
 	interval := s.EventsInterval
 	if interval <= 0 {
@@ -92,8 +151,12 @@ func (s *Service) pollEvents(ctx context.Context) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		if err := s.PollOnce(ctx, dedup); err != nil && ctx.Err() == nil && s.Log != nil {
+		took, err := s.pollOnce(ctx, dedup)
+		if err != nil && ctx.Err() == nil && s.Log != nil {
 			s.Log.WarnContext(ctx, "event poll failed", "error", err)
+		}
+		if took > 0 && err == nil && ctx.Err() == nil {
+			continue
 		}
 		select {
 		case <-ctx.Done():
@@ -110,6 +173,13 @@ const (
 
 // PollOnce reads and applies one round of events.
 func (s *Service) PollOnce(ctx context.Context, dedup *seen) error {
+	_, err := s.pollOnce(ctx, dedup)
+	return err
+}
+
+// pollOnce is PollOnce, reporting how many admin and user events the round
+// took that no round had taken before.
+func (s *Service) pollOnce(ctx context.Context, dedup *seen) (took int, err error) {
 	if dedup == nil {
 		dedup = &seen{}
 	}
@@ -131,24 +201,32 @@ func (s *Service) PollOnce(ctx context.Context, dedup *seen) error {
 	}
 	aStored, aFrom, err := from(adminCursor)
 	if err != nil {
-		return err
+		return took, err
 	}
 	admin, err := pages[AdminEvent](ctx, s.KC, "list_admin_events", "/admin-events", url.Values{"dateFrom": {strconv.FormatInt(aFrom, 10)}, "direction": {"asc"}})
 	if err != nil {
-		return fmt.Errorf("admin events: %w", err)
+		return took, fmt.Errorf("admin events: %w", err)
 	}
 	uStored, uFrom, err := from(userCursor)
 	if err != nil {
-		return err
+		return took, err
 	}
 	user, err := pages[UserEvent](ctx, s.KC, "list_user_events", "/events", url.Values{"dateFrom": {strconv.FormatInt(uFrom, 10)}, "direction": {"asc"}})
 	if err != nil {
-		return fmt.Errorf("user events: %w", err)
+		return took, fmt.Errorf("user events: %w", err)
+	}
+	// What a leader already applied of these events (the overlap, read
+	// again after a takeover) is skipped.
+	if err := dedup.load(ctx, sys, now, eventKeys(admin, user)); err != nil {
+		return took, err
 	}
 	// Issue 14 hook (sessions.go): session ends and not-before pushes,
 	// recorded before the rest; a failed write returns before any cursor moves.
 	if err := s.applyRevocations(ctx, admin, user, dedup); err != nil {
-		return err
+		return took, err
+	}
+	if err := dedup.flush(ctx, sys); err != nil {
+		return took, err
 	}
 	// Each admin event is applied to what it names (incremental.go); one it
 	// cannot place, or whose re-read fails, is taken all the same and asks
@@ -158,11 +236,7 @@ func (s *Service) PollOnce(ctx context.Context, dedup *seen) error {
 	var aMax, uMax int64
 	for _, e := range admin {
 		aMax = max(aMax, e.Time)
-		key := e.ID
-		if key == "" {
-			key = fmt.Sprintf("%d|%s|%s", e.Time, e.OperationType, e.ResourcePath)
-		}
-		key = "a:" + key
+		key := adminEventKey(e)
 		if dedup.has(key) {
 			s.countEvent("admin", "duplicate")
 			continue
@@ -172,7 +246,7 @@ func (s *Service) PollOnce(ctx context.Context, dedup *seen) error {
 			// A full run covers any admin change; it also keeps one event
 			// that cannot be applied from holding up the rest.
 			if ctx.Err() != nil {
-				return err
+				return took, err
 			}
 			if s.Log != nil {
 				s.Log.WarnContext(ctx, "admin event not applied; a full sync will cover it", "resource_type", e.ResourceType, "error", err)
@@ -186,39 +260,74 @@ func (s *Service) PollOnce(ctx context.Context, dedup *seen) error {
 			s.countEvent("admin", "applied")
 		}
 		needFull = needFull || full
+		took++
 		dedup.mark(now, key)
+		if err := dedup.flush(ctx, sys); err != nil {
+			return took, err
+		}
 	}
 	if needFull {
 		s.RequestFull(ctx, "event")
 	}
 	for _, e := range user {
 		uMax = max(uMax, e.Time)
-		key := e.ID
-		if key == "" {
-			key = fmt.Sprintf("%d|%s|%s", e.Time, e.Type, e.UserID)
-		}
+		key := userEventID(e)
 		if dedup.has("u:" + key) {
 			s.countEvent("user", "duplicate")
 			continue
 		}
 		if err := s.ApplyUserEvent(ctx, key, e.Type, e.UserID, e.Error, time.UnixMilli(e.Time)); err != nil {
 			s.countEvent("user", "failed")
-			return err
+			return took, err
 		}
+		took++
 		dedup.mark(now, "u:"+key)
+		if err := dedup.flush(ctx, sys); err != nil {
+			return took, err
+		}
 		s.countEvent("user", "applied")
 	}
 	if aMax > aStored {
 		if err := store.SetState(ctx, sys, adminCursor, strconv.FormatInt(aMax, 10)); err != nil {
-			return err
+			return took, err
 		}
 	}
 	if uMax > uStored {
 		if err := store.SetState(ctx, sys, userCursor, strconv.FormatInt(uMax, 10)); err != nil {
-			return err
+			return took, err
 		}
 	}
-	return nil
+	return took, nil
+}
+
+// adminEventKey is the poller's key for an admin event: Keycloak's id, or
+// what identifies one without.
+func adminEventKey(e AdminEvent) string {
+	if e.ID != "" {
+		return "a:" + e.ID
+	}
+	return fmt.Sprintf("a:%d|%s|%s", e.Time, e.OperationType, e.ResourcePath)
+}
+
+// userEventID identifies a user event: Keycloak's id, or what identifies
+// one without. Its key is "u:" and this.
+func userEventID(e UserEvent) string {
+	if e.ID != "" {
+		return e.ID
+	}
+	return fmt.Sprintf("%d|%s|%s", e.Time, e.Type, e.UserID)
+}
+
+// eventKeys lists every key a round may mark for these events.
+func eventKeys(admin []AdminEvent, user []UserEvent) []string {
+	keys := make([]string, 0, 2*(len(admin)+len(user)))
+	for _, e := range admin {
+		keys = append(keys, adminEventKey(e), adminRevocationKey(e))
+	}
+	for _, e := range user {
+		keys = append(keys, "u:"+userEventID(e), userRevocationKey(e))
+	}
+	return keys
 }
 
 func (s *Service) countEvent(source, outcome string) {

@@ -261,8 +261,14 @@ func (s *Service) ApplyAdminEvent(ctx context.Context, e AdminEvent, source stri
 	if err != nil {
 		return false, fmt.Errorf("apply %s %s: %w", e.ResourceType, e.OperationType, err)
 	}
-	if s.Metrics != nil && e.Time > 0 {
-		s.Metrics.EventApplyLag.WithLabelValues(source).Observe(s.now().Sub(time.UnixMilli(e.Time)).Seconds())
+	if e.Time > 0 {
+		lag := s.now().Sub(time.UnixMilli(e.Time))
+		if s.Metrics != nil {
+			s.Metrics.EventApplyLag.WithLabelValues(source).Observe(lag.Seconds())
+		}
+		if s.onApplied != nil {
+			s.onApplied(e, lag)
+		}
 	}
 	return false, nil
 }
@@ -791,6 +797,9 @@ func (s *Service) applyScope(ctx context.Context, sc *scope) error {
 		want := Desired(snap, s.Engine(), cur, s.now())
 		s.restrict(sc, cur, want)
 		if err := s.keepTenants(ctx, tx, sc, cur, want, people); err != nil {
+			return err
+		}
+		if err := s.tenantTreeHolds(ctx, snap, cur, want); err != nil { // issue 16 (tenanttree.go)
 			return err
 		}
 		plan := Diff(cur, want, s.Mode == "additive")

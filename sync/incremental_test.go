@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	mrand "math/rand/v2"
 	"net/http/httptest"
 	"slices"
@@ -104,7 +105,7 @@ func (f *eventFixture) service(t *testing.T, st *store.Store) *ksync.Service {
 }
 
 // dump renders everything sync manages, one sorted line per row.
-func dump(t *testing.T, st *store.Store) []string {
+func dump(t testing.TB, st *store.Store) []string {
 	t.Helper()
 	s, err := store.LoadSyncState(context.Background(), st.SysPool())
 	if err != nil {
@@ -616,4 +617,66 @@ func TestRandomAdminChangesConvergeWithoutAFullRun(t *testing.T) {
 		t.Errorf("%v admin events applied for %d changes", n, changes)
 	}
 	f.assertScheduledRunFindsNoDrift(t)
+}
+
+// TestNewLeaderSkipsWhatTheOldOneApplied (issue 14): a leader that takes
+// over reads the last sync.events.overlap of events again, in case the old
+// one read some it had not made durable. Two services on one database, as
+// two replicas: the second, with nothing in memory, reads the events the
+// first applied and skips every one (counted as duplicates), applies and
+// re-reads none, and leaves the store as the first left it.
+func TestNewLeaderSkipsWhatTheOldOneApplied(t *testing.T) {
+	realm := maps.Clone(eventRealm)
+	realm["clients"] = append(slices.Clone(eventRealm["clients"].([]any)),
+		map[string]any{"clientId": "login-app", "publicClient": true, "directAccessGrantsEnabled": true, "standardFlowEnabled": false})
+	realm["users"] = append(slices.Clone(eventRealm["users"].([]any)),
+		map[string]any{"username": "lou", "enabled": true, "email": "lou@lou.test", "emailVerified": true, "firstName": "Lou", "lastName": "Lind",
+			"credentials": []any{map[string]any{"type": "password", "value": "pw-lou-4711", "temporary": false}}})
+	f := newEventFixture(t, tenantsByGroup, realm)
+	ctx := context.Background()
+	alice, bob := f.userID(t, "alice"), f.userID(t, "bob")
+	f.admin.Do("PUT", "/users/"+alice, map[string]any{"firstName": "Alicia"}, nil)
+	f.admin.Do("PUT", "/users/"+bob+"/groups/"+f.groupID(t, "/staff"), nil, nil)
+	f.kc.Token(t, f.kc.Realm, "login-app", "lou", "pw-lou-4711") // a LOGIN user event
+	// The second service's own sign-in is a user event too (CLIENT_LOGIN):
+	// made now, the first applies it with the rest.
+	next := f.service(t, f.a)
+	next.EventsOverlap = time.Minute // surely reaching back past every event here
+	if _, err := next.KC.User(ctx, alice); err != nil {
+		t.Fatal(err)
+	}
+
+	count := func(svc *ksync.Service, source, outcome string) float64 {
+		return testutil.ToFloat64(svc.Metrics.KeycloakEvents.WithLabelValues(source, outcome))
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for count(f.svcA, "admin", "applied") < 2 || count(f.svcA, "user", "applied") < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the first leader applied %v admin and %v user events, want 2 and 2", count(f.svcA, "admin", "applied"), count(f.svcA, "user", "applied"))
+		}
+		if err := f.poll(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	want := dump(t, f.a)
+
+	before := next.KC.Requests()
+	if err := next.PollOnce(ctx, ksync.NewDedup()); err != nil {
+		t.Fatal(err)
+	}
+	if a, u := count(next, "admin", "applied"), count(next, "user", "applied"); a+u != 0 {
+		t.Errorf("the new leader applied %v admin and %v user events the old one had applied", a, u)
+	}
+	if a, u := count(next, "admin", "duplicate"), count(next, "user", "duplicate"); a < 2 || u < 2 {
+		t.Errorf("the new leader skipped %v admin and %v user events, want at least 2 and 2: it did not read them again", a, u)
+	}
+	// The admin events and the user events: nothing re-read.
+	if n := next.KC.Requests() - before; n != 2 {
+		t.Errorf("the new leader made %d Keycloak requests, want 2, the two listings of events", n)
+	}
+	if got := dump(t, f.a); !slices.Equal(got, want) {
+		onlyA, onlyB := lineDiff(want, got)
+		t.Errorf("the store changed: before only %v, after only %v", onlyA, onlyB)
+	}
 }

@@ -1,6 +1,7 @@
 package sync
 
 import (
+	"cmp"
 	"slices"
 	"sort"
 	"strings"
@@ -90,15 +91,19 @@ func Desired(s *Snapshot, e *mapping.Engine, current *store.SyncState, now time.
 		tenantSource = "claim"
 	}
 	tenants := map[string]string{}
+	// Issue 16: the Keycloak object a tenant comes from (KeycloakID) and
+	// whether it is disabled there (Status), by tenant id.
+	fromKC := map[string]store.TenantRow{}
 	for _, o := range s.Orgs {
 		if cfg.Tenant.Organization {
 			tenants[o.Alias] = o.Name
+			fromKC[o.Alias] = store.TenantRow{KeycloakID: o.ID, Status: tenantStatus(o.Enabled != nil && !*o.Enabled)}
 		}
 	}
 
 	prefix := ""
-	if cfg.Tenant.GroupPrefix != "" {
-		prefix = strings.TrimRight(cfg.Tenant.GroupPrefix, "/") + "/"
+	if gp := cfg.Tenant.TenantGroupPrefix(); gp != "" { // customers.group_prefix in a tenant tree
+		prefix = strings.TrimRight(gp, "/") + "/"
 	}
 	teamTenant := func(path string) string {
 		if prefix == "" {
@@ -120,6 +125,10 @@ func Desired(s *Snapshot, e *mapping.Engine, current *store.SyncState, now time.
 		// guarantees the tenant exists.
 		if g.Path == prefix+t && t != "" {
 			tenants[t] = g.Name
+			if g.Marks.Name != "" { // issue 16: renamed by tenant administration
+				tenants[t] = g.Marks.Name
+			}
+			fromKC[t] = store.TenantRow{KeycloakID: g.ID, Status: tenantStatus(g.Marks.Disabled)}
 		} else if _, ok := tenants[t]; t != "" && !ok {
 			tenants[t] = t
 		}
@@ -205,8 +214,10 @@ func Desired(s *Snapshot, e *mapping.Engine, current *store.SyncState, now time.
 		}
 	}
 	for id, name := range tenants {
-		d.Tenants = append(d.Tenants, store.TenantRow{ID: id, Name: name, Source: tenantSource, Status: "active"})
+		kc := fromKC[id] // issue 16; none for attribute and claim tenants
+		d.Tenants = append(d.Tenants, store.TenantRow{ID: id, Name: name, Source: tenantSource, Status: cmp.Or(kc.Status, "active"), KeycloakID: kc.KeycloakID})
 	}
+	placeCustomers(d.Tenants, s, cfg.Tenant) // issue 16: a tenant tree's customers (tenanttree.go)
 	for i, r := range s.Roles {
 		d.Roles = append(d.Roles, store.SyncRole{Kind: "keycloak", ClientID: r.ClientID, Name: r.Name, KeycloakID: r.ID,
 			Description: r.Description, Composite: r.Composite, Status: "active"})
@@ -278,13 +289,23 @@ func Diff(cur, want *store.SyncState, additive bool, keep ...string) *Plan {
 	return diff(cur, want, additive, store.Written{People: keep})
 }
 
-// diff is Diff leaving alone every row in keep: people (never updated,
+// diff is Diff leaving alone every row in keep (see planRows).
+func diff(cur, want *store.SyncState, additive bool, keep store.Written) *Plan {
+	return planRows(cur, want, additive, keep, false)
+}
+
+// planRows is Diff leaving alone every row in keep: people (never updated,
 // deactivated, stripped of or given memberships and assignments), teams,
 // tenants and Keycloak roles (never updated or deactivated; a role's
 // composites unchanged). They were written after the snapshot began, by an
 // event applied while this run read Keycloak, so the snapshot is older
 // than they are; the next run reconciles them.
-func diff(cur, want *store.SyncState, additive bool, keep store.Written) *Plan {
+//
+// With consume, the plan takes cur's and want's memberships, composites
+// and assignments: it reorders them and keeps what it writes in their
+// arrays, so a full run of a large realm holds those rows once. Without,
+// both are left as they were.
+func planRows(cur, want *store.SyncState, additive bool, keep store.Written, consume bool) *Plan {
 	p := &Plan{Changes: Changes{}, Removed: map[string]int{}, Active: map[string]int{}}
 	set := func(ids []string) map[string]bool {
 		m := make(map[string]bool, len(ids))
@@ -337,12 +358,21 @@ func diff(cur, want *store.SyncState, additive bool, keep store.Written) *Plan {
 		},
 	})
 
-	p.AddTenantMembers, p.DelTenantMembers = setDiff(cur.TenantMembers, want.TenantMembers, func(m store.MemberRow) string { return m.Group + "\x00" + m.Person })
-	p.AddTeamMembers, p.DelTeamMembers = setDiff(cur.TeamMembers, want.TeamMembers, func(m store.MemberRow) string { return m.Group + "\x00" + m.Person + "\x00" + m.Tenant })
-	p.AddComposites, p.DelComposites = setDiff(cur.Composites, want.Composites, func(c store.CompositeRow) string { return c.Parent + "\x00" + c.Child })
-	p.AddAssignments, p.DelAssignments = setDiff(cur.Assignments, want.Assignments, func(a store.AssignmentRow) string {
-		return a.Person + "\x00" + a.Role + "\x00" + a.Tenant + "\x00" + a.Source + "\x00" + a.Ref
+	p.AddTenantMembers, p.DelTenantMembers = setDiff(cur.TenantMembers, want.TenantMembers, consume, func(a, b store.MemberRow) int {
+		return cmp.Or(strings.Compare(a.Group, b.Group), strings.Compare(a.Person, b.Person))
 	})
+	p.AddTeamMembers, p.DelTeamMembers = setDiff(cur.TeamMembers, want.TeamMembers, consume, compareMembers)
+	p.AddComposites, p.DelComposites = setDiff(cur.Composites, want.Composites, consume, func(a, b store.CompositeRow) int {
+		return cmp.Or(strings.Compare(a.Parent, b.Parent), strings.Compare(a.Child, b.Child))
+	})
+	p.AddAssignments, p.DelAssignments = setDiff(cur.Assignments, want.Assignments, consume, func(a, b store.AssignmentRow) int {
+		return cmp.Or(strings.Compare(a.Person, b.Person), strings.Compare(a.Role, b.Role), strings.Compare(a.Tenant, b.Tenant),
+			strings.Compare(a.Source, b.Source), strings.Compare(a.Ref, b.Ref))
+	})
+	if consume {
+		cur.TenantMembers, want.TenantMembers, cur.TeamMembers, want.TeamMembers = nil, nil, nil, nil
+		cur.Composites, want.Composites, cur.Assignments, want.Assignments = nil, nil, nil, nil
+	}
 	unkept := func(m store.MemberRow) bool { return !kept[m.Person] }
 	unkeptAssignment := func(a store.AssignmentRow) bool { return !kept[a.Person] }
 	unkeptParent := func(c store.CompositeRow) bool { return !keptRoles[c.Parent] }
@@ -355,7 +385,7 @@ func diff(cur, want *store.SyncState, additive bool, keep store.Written) *Plan {
 	p.AddComposites = filter(p.AddComposites, unkeptParent)
 	p.DelComposites = filter(p.DelComposites, unkeptParent)
 	// A team membership whose tenant changed is an update, not a removal.
-	p.DelTeamMembers = subtract(p.DelTeamMembers, p.AddTeamMembers, func(m store.MemberRow) string { return m.Group + "\x00" + m.Person })
+	p.DelTeamMembers = subtract(p.DelTeamMembers, p.AddTeamMembers)
 	if additive {
 		p.DelTenantMembers, p.DelTeamMembers, p.DelComposites, p.DelAssignments = nil, nil, nil, nil
 	}
@@ -411,23 +441,58 @@ type rowKind[T comparable] struct {
 // diffKind plans one kind of row: rows new in want are created, rows that
 // differ are updated, and active rows missing from want are written again
 // marked deleted (never removed) unless the plan is additive. It returns
-// the rows to write and counts them in p.Changes, p.Active and p.Removed.
+// the rows to write, creates and updates in want's order and then
+// deactivations in cur's, and counts them in p.Changes, p.Active and
+// p.Removed. Rows are matched by key through sorted indexes, not a map, so
+// 100,000 people cost a few hundred kB beside their rows.
 func diffKind[T comparable](p *Plan, kind string, cur, want []T, additive bool, k rowKind[T]) []T {
 	var out []T
 	active := func(x T) bool { return *k.status(&x) != "deleted" }
 	guarded := func(x T) bool { return k.guarded != nil && k.guarded(x) }
-	byKey := make(map[string]T, len(cur))
 	for _, x := range cur {
-		byKey[k.key(x)] = x
 		if active(x) && guarded(x) {
 			p.Active[kind]++
 		}
 	}
-	seen := make(map[string]bool, len(want))
-	for _, x := range want {
-		key := k.key(x)
-		seen[key] = true
-		c, had := byKey[key]
+	keys := func(rows []T) ([]string, []int32) {
+		ks := make([]string, len(rows))
+		idx := make([]int32, len(rows))
+		for i := range rows {
+			ks[i], idx[i] = k.key(rows[i]), int32(i)
+		}
+		// Stable: of rows with one key, the last in cur is the one compared
+		// (as a map would keep it).
+		slices.SortStableFunc(idx, func(a, b int32) int { return strings.Compare(ks[a], ks[b]) })
+		return ks, idx
+	}
+	ck, ci := keys(cur)
+	wk, wi := keys(want)
+	match := make([]int32, len(want)) // want row -> its cur row, -1 when none
+	seen := make([]bool, len(cur))    // cur rows whose key is wanted
+	for i, j := 0, 0; j < len(wi); {
+		w := wi[j]
+		for i < len(ci) && ck[ci[i]] < wk[w] {
+			i++
+		}
+		match[w] = -1
+		// The last cur row with this key.
+		for i < len(ci) && ck[ci[i]] == wk[w] {
+			seen[ci[i]] = true
+			match[w] = ci[i]
+			if i+1 < len(ci) && ck[ci[i+1]] == wk[w] {
+				i++
+				continue
+			}
+			break
+		}
+		j++
+	}
+	for j, x := range want {
+		var c T
+		had := match[j] >= 0
+		if had {
+			c = cur[match[j]]
+		}
 		switch {
 		case !had:
 			out = append(out, x)
@@ -444,8 +509,8 @@ func diffKind[T comparable](p *Plan, kind string, cur, want []T, additive bool, 
 	if additive {
 		return out
 	}
-	for _, x := range cur {
-		if seen[k.key(x)] || !active(x) || (k.deactivate != nil && !k.deactivate(x)) {
+	for i, x := range cur {
+		if seen[i] || !active(x) || (k.deactivate != nil && !k.deactivate(x)) {
 			continue
 		}
 		*k.status(&x) = "deleted"
@@ -458,50 +523,92 @@ func diffKind[T comparable](p *Plan, kind string, cur, want []T, additive bool, 
 	return out
 }
 
-func setDiff[T any](cur, want []T, key func(T) string) (add, del []T) {
-	c := map[string]bool{}
-	for _, x := range cur {
-		c[key(x)] = true
+// setDiff returns the rows of want missing from cur (add, each once, in
+// want's order) and those of cur missing from want (del, in cur's order),
+// rows being equal when cmp says so. Rows are matched through sorted
+// indexes, not a map of keys. With consume, add and del are kept in want's
+// and cur's own arrays, which the caller gives up.
+func setDiff[T any](cur, want []T, consume bool, cmp func(a, b T) int) (add, del []T) {
+	order := func(rows []T) []int32 {
+		idx := make([]int32, len(rows))
+		for i := range idx {
+			idx[i] = int32(i)
+		}
+		slices.SortStableFunc(idx, func(a, b int32) int { return cmp(rows[a], rows[b]) })
+		return idx
 	}
-	w := map[string]bool{}
-	for _, x := range want {
-		k := key(x)
-		if w[k] {
-			continue
+	ci, wi := order(cur), order(want)
+	inCur := make([]bool, len(want)) // want rows cur has, or wanted earlier
+	inWant := make([]bool, len(cur)) // cur rows want has
+	for i, j := 0, 0; j < len(wi); j++ {
+		w := wi[j]
+		if j > 0 && cmp(want[wi[j-1]], want[w]) == 0 {
+			inCur[w] = true // wanted twice: added once
 		}
-		w[k] = true
-		if !c[k] {
-			add = append(add, x)
+		for i < len(ci) && cmp(cur[ci[i]], want[w]) < 0 {
+			i++
+		}
+		for k := i; k < len(ci) && cmp(cur[ci[k]], want[w]) == 0; k++ {
+			inCur[w], inWant[ci[k]] = true, true
 		}
 	}
-	for _, x := range cur {
-		if !w[key(x)] {
-			del = append(del, x)
+	if consume {
+		add, del = want[:0], cur[:0]
+	}
+	for j := range want {
+		if !inCur[j] {
+			add = append(add, want[j])
 		}
+	}
+	for i := range cur {
+		if !inWant[i] {
+			del = append(del, cur[i])
+		}
+	}
+	if len(add) == 0 {
+		add = nil
+	}
+	if len(del) == 0 {
+		del = nil
 	}
 	return add, del
 }
 
-func subtract[T any](from, remove []T, key func(T) string) []T {
-	r := map[string]bool{}
-	for _, x := range remove {
-		r[key(x)] = true
-	}
-	var out []T
-	for _, x := range from {
-		if !r[key(x)] {
-			out = append(out, x)
-		}
-	}
-	return out
+func compareMembers(a, b store.MemberRow) int {
+	return cmp.Or(strings.Compare(a.Group, b.Group), strings.Compare(a.Person, b.Person), strings.Compare(a.Tenant, b.Tenant))
 }
 
+// subtract drops from del the team memberships add writes again (the same
+// team and person: a tenant that changed), in place.
+func subtract(del, add []store.MemberRow) []store.MemberRow {
+	if len(del) == 0 || len(add) == 0 {
+		return del
+	}
+	same := func(a, b store.MemberRow) int {
+		return cmp.Or(strings.Compare(a.Group, b.Group), strings.Compare(a.Person, b.Person))
+	}
+	idx := make([]int32, len(add))
+	for i := range idx {
+		idx[i] = int32(i)
+	}
+	slices.SortFunc(idx, func(a, b int32) int { return same(add[a], add[b]) })
+	return filter(del, func(m store.MemberRow) bool {
+		_, found := slices.BinarySearchFunc(idx, m, func(i int32, m store.MemberRow) int { return same(add[i], m) })
+		return !found
+	})
+}
+
+// filter keeps the rows keep says, in place; nil when none is kept.
 func filter[T any](in []T, keep func(T) bool) []T {
-	var out []T
+	out := in[:0]
 	for _, x := range in {
 		if keep(x) {
 			out = append(out, x)
 		}
+	}
+	clear(in[len(out):])
+	if len(out) == 0 {
+		return nil
 	}
 	return out
 }

@@ -1,7 +1,11 @@
 package sync
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"reflect"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/keybridge/keybridge/internal/store"
@@ -99,5 +103,65 @@ func TestDiffPlansEveryKind(t *testing.T) {
 	}
 	if len(additive.Removed) != 0 || len(additive.People) != 2 {
 		t.Errorf("additive plan: removed %v, people %v", additive.Removed, ids(additive.People))
+	}
+}
+
+// The plan matches rows through sorted indexes, not maps of keys: it must
+// plan what the maps did, for rows in any order, with duplicates wanted
+// twice, and leave its inputs alone unless it consumes them.
+func TestSetDiffMatchesAMapOfKeys(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(7, 7))
+	row := func() store.AssignmentRow {
+		return store.AssignmentRow{Person: fmt.Sprint("p", rnd.IntN(30)), Role: fmt.Sprint("keycloak||r", rnd.IntN(5)),
+			Tenant: fmt.Sprint(rnd.IntN(2)), Source: "keycloak"}
+	}
+	key := func(a store.AssignmentRow) string {
+		return a.Person + "\x00" + a.Role + "\x00" + a.Tenant + "\x00" + a.Source + "\x00" + a.Ref
+	}
+	compare := func(a, b store.AssignmentRow) int { return strings.Compare(key(a), key(b)) }
+	for round := range 200 {
+		var cur, want []store.AssignmentRow
+		seen := map[string]bool{}
+		for range rnd.IntN(60) {
+			if r := row(); !seen[key(r)] { // the store holds each row once
+				seen[key(r)] = true
+				cur = append(cur, r)
+			}
+		}
+		for range rnd.IntN(60) {
+			want = append(want, row())
+		}
+		// What the maps gave: add in want's order, each once; del in cur's.
+		inCur, inWant, added := map[string]bool{}, map[string]bool{}, map[string]bool{}
+		for _, x := range cur {
+			inCur[key(x)] = true
+		}
+		for _, x := range want {
+			inWant[key(x)] = true
+		}
+		var wantAdd, wantDel []store.AssignmentRow
+		for _, x := range want {
+			if !inCur[key(x)] && !added[key(x)] {
+				added[key(x)] = true
+				wantAdd = append(wantAdd, x)
+			}
+		}
+		for _, x := range cur {
+			if !inWant[key(x)] {
+				wantDel = append(wantDel, x)
+			}
+		}
+		curCopy, wantCopy := slices.Clone(cur), slices.Clone(want)
+		add, del := setDiff(cur, want, false, compare)
+		if !slices.Equal(add, wantAdd) || !slices.Equal(del, wantDel) {
+			t.Fatalf("round %d: add %v del %v, want add %v del %v", round, add, del, wantAdd, wantDel)
+		}
+		if !slices.Equal(cur, curCopy) || !slices.Equal(want, wantCopy) {
+			t.Fatalf("round %d: setDiff changed its inputs without consuming them", round)
+		}
+		add, del = setDiff(cur, want, true, compare)
+		if !slices.Equal(add, wantAdd) || !slices.Equal(del, wantDel) {
+			t.Fatalf("round %d, consuming: add %v del %v, want add %v del %v", round, add, del, wantAdd, wantDel)
+		}
 	}
 }

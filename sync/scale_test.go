@@ -214,7 +214,7 @@ func TestFullSyncOfARealmMadeThroughTheAdminAPI(t *testing.T) {
 // group memberships, organization memberships, and each person's effective
 // realm roles and roles of the first client, as Keycloak itself expands
 // them (GET /users/{id}/role-mappings/.../composite).
-func compareWithKeycloak(t *testing.T, st *store.Store, a *scalerealm.Admin, spec scalerealm.Spec) {
+func compareWithKeycloak(t testing.TB, st *store.Store, a *scalerealm.Admin, spec scalerealm.Spec) {
 	t.Helper()
 	ctx := context.Background()
 	realm := "/" + url.PathEscape(spec.Realm)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"runtime/debug"
 	"strings"
 	gosync "sync"
 	"time"
@@ -50,6 +51,7 @@ type Service struct {
 	firstOK  chan struct{}
 	once     gosync.Once
 	progress progressSlot // the full run under way (Progress)
+	access   accessState  // issue 16: the service account's access, as last probed (permissions.go)
 
 	// Full runs asked for by events and webhooks (RequestFull).
 	reqMu        gosync.Mutex
@@ -57,6 +59,10 @@ type Service struct {
 	reqDraining  bool                                               // a goroutine is serving requests
 	runRequested func(context.Context, RunOptions) (*Result, error) // tests; Run when nil
 	reqRetry     time.Duration                                      // tests; first retry wait, 2s when 0
+
+	// onApplied, when set (tests), is told of each admin event applied,
+	// with its lag from Keycloak's event time to the committed rows.
+	onApplied func(AdminEvent, time.Duration)
 }
 
 // RunOptions describe one run.
@@ -210,6 +216,11 @@ func (s *Service) Run(ctx context.Context, o RunOptions) (*Result, error) {
 		ctx, cancel = context.WithTimeout(ctx, s.Timeout)
 		defer cancel()
 	}
+	// A full run holds the realm in memory for a while: meanwhile the
+	// collector works to Go's default target whatever server.gc_percent
+	// says, so a large realm costs about twice its live heap, not five
+	// times; the memory goes back to the system when the run ends.
+	defer holdGC(fullRunGCPercent)()
 	start := s.now()
 	res := &Result{Objects: map[string]int{}, Changes: Changes{}}
 	sys := s.Store.SysPool()
@@ -252,10 +263,19 @@ func (s *Service) Run(ctx context.Context, o RunOptions) (*Result, error) {
 		res.Requests = s.KC.Requests() - before
 		return finish("failure", err)
 	}
+	// Issue 16 (permissions.go): a role the tenant source needs and the
+	// service account lacks fails the run naming the role, before the read.
+	if err := s.checkAccess(ctx, false); errors.Is(err, ErrMissingAccess) {
+		res.Requests = s.KC.Requests() - before
+		return finish("failure", err)
+	}
 	snap, err := s.consistentSnapshot(ctx)
 	res.Requests = s.KC.Requests() - before
 	if err != nil {
 		return finish("failure", fmt.Errorf("read keycloak: %w", err))
+	}
+	if err := checkTenantTree(snap, s.Engine().Config().Tenant); err != nil { // issue 16 (tenanttree.go)
+		return finish("failure", err)
 	}
 	res.Objects = map[string]int{"people": len(snap.Users), "teams": len(snap.Groups), "roles": len(snap.Roles), "organizations": len(snap.Orgs)}
 	if s.Metrics != nil {
@@ -265,6 +285,14 @@ func (s *Service) Run(ctx context.Context, o RunOptions) (*Result, error) {
 	}
 
 	res.Phases = map[string]time.Duration{"snapshot": s.now().Sub(start)}
+	// All the run needs of the snapshot once it is planned: the users'
+	// not-befores (catchUpRevocations).
+	notBefores := &Snapshot{}
+	for _, u := range snap.Users {
+		if u.NotBefore > 0 {
+			notBefores.Users = append(notBefores.Users, User{ID: u.ID, NotBefore: u.NotBefore})
+		}
+	}
 	var outcome string
 	s.setPhase(PhasePlan)
 	err = pgx.BeginFunc(ctx, sys, func(tx pgx.Tx) error {
@@ -274,11 +302,19 @@ func (s *Service) Run(ctx context.Context, o RunOptions) (*Result, error) {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, applyLockKey); err != nil {
 			return err
 		}
+		// The desired rows first, from the snapshot and the people invited
+		// (all Desired reads of the store), then the snapshot goes: the
+		// store's rows are read beside the desired ones, not beside both.
+		invited, err := store.InvitedPeople(ctx, tx)
+		if err != nil {
+			return err
+		}
+		want := Desired(snap, s.Engine(), invited, s.now())
+		snap = nil
 		cur, err := store.LoadSyncState(ctx, tx)
 		if err != nil {
 			return err
 		}
-		want := Desired(snap, s.Engine(), cur, s.now())
 		// Rows written after the snapshot began (an invitation racing this
 		// run; a person, team, role or tenant an event or a webhook just
 		// applied) are newer than the snapshot; they are left for the next
@@ -288,7 +324,9 @@ func (s *Service) Run(ctx context.Context, o RunOptions) (*Result, error) {
 		if err != nil {
 			return err
 		}
-		plan := diff(cur, want, mode == "additive", fresh)
+		// The plan takes the rows (planRows consumes them).
+		plan := planRows(cur, want, mode == "additive", fresh, true)
+		cur, want = nil, nil
 		res.Phases["plan"] = s.now().Sub(t0)
 		s.setPhase(PhaseApply)
 		t0 = s.now()
@@ -330,7 +368,7 @@ func (s *Service) Run(ctx context.Context, o RunOptions) (*Result, error) {
 		return finish("failure", fmt.Errorf("apply: %w", err))
 	}
 	// Issue 14 hook (sessions.go): not-befores whose events were missed.
-	s.catchUpRevocations(ctx, snap)
+	s.catchUpRevocations(ctx, notBefores)
 	if s.Metrics != nil {
 		for kind, ops := range res.Changes {
 			for op, n := range ops {
@@ -349,6 +387,24 @@ func (s *Service) Run(ctx context.Context, o RunOptions) (*Result, error) {
 }
 
 var errDryRun = errors.New("dry run: rolled back")
+
+// fullRunGCPercent is the collector's target during a full run.
+const fullRunGCPercent = 100
+
+// holdGC lowers the collector's target to pct, unless it is lower already
+// or the collector is off, until the returned function restores it and
+// hands the memory freed back to the system.
+func holdGC(pct int) func() {
+	old := debug.SetGCPercent(pct)
+	if old >= 0 && old <= pct || old < 0 {
+		debug.SetGCPercent(old)
+		return func() {}
+	}
+	return func() {
+		debug.SetGCPercent(old)
+		debug.FreeOSMemory()
+	}
+}
 
 // recordDrift counts, in the metric and the run record, what a scheduled
 // run applied: with the event poller on, every such change is one the

@@ -52,6 +52,9 @@ type Group struct {
 	SubGroupCount int                 `json:"subGroupCount"`
 	RealmRoles    []string            `json:"realmRoles"`
 	ClientRoles   map[string][]string `json:"clientRoles"`
+	// Marks are the group's keybridge.tenant.* attributes, the only ones
+	// kept (issue 16, tenantmarks.go): a tenant group's name and disabled flag.
+	Marks TenantMarks `json:"attributes"`
 }
 
 // Role is a realm role (ClientID "") or a client role.
@@ -78,6 +81,9 @@ type Org struct {
 	Alias   string   `json:"alias"`
 	Name    string   `json:"name"`
 	Members []string `json:"-"`
+	// Enabled is false for an organization disabled in Keycloak (its tenant
+	// is disabled, issue 16); nil, when an answer leaves it out, is enabled.
+	Enabled *bool `json:"enabled"`
 }
 
 // Snapshot is a complete read of the realm. Nothing is written until one

@@ -1,5 +1,5 @@
 // Command keybridge is the one binary: serve, sync, migrate, check, roles,
-// people, audit, config validate and version.
+// people, tenants, audit, config validate and version.
 package main
 
 import (
@@ -31,6 +31,7 @@ func commands() []command {
 		{"check", "decide offline from a claims file and the config", runCheck},
 		{"roles", "list roles and their permissions; create, duplicate or delete custom roles", runRoles},
 		{"people", "list, invite and assign roles to people (operator CLI)", runPeople},
+		{"tenants", "list, create, rename, disable or enable tenants (their Keycloak organization or group)", runTenants},
 		{"audit", "read the audit log (table, json or csv)", runAudit},
 		{"config", "config validate -c FILE: report every problem in a config", runConfig},
 		{"version", "print the version", runVersion},

@@ -35,6 +35,14 @@ func wireSync(ctx context.Context, d *deps) (feature, error) {
 		Secret: []byte(d.cfg.Webhook.Secret), MaxBody: d.cfg.Webhook.MaxBodyBytes, Background: context.WithoutCancel(ctx),
 		Limit: &ratelimit.Limiter{Rate: d.cfg.Webhook.Rate, Burst: d.cfg.Webhook.Burst}, Audit: d.audit}
 	f := feature{modules: []api.Module{mod}}
+	// What the tenant source needs of the service account (manage-realm for
+	// organizations), probed now and by every full sync: a missing role is
+	// named in the log and fails the readiness check keycloak_permissions,
+	// rather than leaving each sync to fail on a bare 403.
+	if err := svc.CheckAccess(ctx); err != nil && !errors.Is(err, ksync.ErrMissingAccess) {
+		d.log.WarnContext(ctx, "could not check the keycloak service account's access yet; readiness checks again", "error", err)
+	}
+	f.ready = append(f.ready, api.ReadyCheck{Name: "keycloak_permissions", Check: svc.AccessReady})
 	if !d.cfg.Sync.Enabled {
 		return f, nil
 	}

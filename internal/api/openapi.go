@@ -11,7 +11,7 @@ import (
 func (s *Server) openAPI() map[string]any {
 	paths := map[string]any{
 		"/healthz":      map[string]any{"get": map[string]any{"summary": "Liveness", "responses": map[string]any{"200": map[string]any{"description": "alive"}}}},
-		"/readyz":       map[string]any{"get": map[string]any{"summary": "Readiness: database reachable, first sync done", "responses": map[string]any{"200": map[string]any{"description": "ready"}, "503": map[string]any{"description": "not ready"}}}},
+		"/readyz":       map[string]any{"get": map[string]any{"summary": "Readiness: database reachable, first sync done, the Keycloak service account's access (keycloak_permissions), ...; each check ok or failing, the reasons in the log", "responses": map[string]any{"200": map[string]any{"description": "ready"}, "503": map[string]any{"description": "not ready"}}}},
 		"/metrics":      map[string]any{"get": map[string]any{"summary": "Prometheus metrics", "responses": map[string]any{"200": map[string]any{"description": "text exposition"}}}},
 		"/openapi.json": map[string]any{"get": map[string]any{"summary": "This document", "responses": map[string]any{"200": map[string]any{"description": "OpenAPI 3.1"}}}},
 	}

@@ -23,7 +23,7 @@ import (
 func TestEveryRouteIsDocumented(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	srv := &api.Server{Log: log, Metrics: metrics.New("t", "t"), Modules: []api.Module{
-		&api.Decisions{}, &api.Management{Gate: openGate{}}, &api.Sync{Gate: openGate{}},
+		&api.Decisions{}, &api.Management{Gate: openGate{}}, &api.Sync{Gate: openGate{}}, &api.Tenants{Gate: openGate{}},
 	}}
 	h := srv.Handler().(*gin.Engine)
 	rec := httptest.NewRecorder()

@@ -59,6 +59,9 @@ func (p Person) Revoked() bool { return p.Status == "inactive" || p.Status == "d
 type view struct {
 	people map[string]Person
 	engine *mapping.Engine
+	// disabled are the tenants disabled in Keycloak (tenants.status
+	// 'disabled', issue 16): keybridge acts in none of them.
+	disabled map[string]bool
 }
 
 // Directory is the view. Lookups are lock-free.
@@ -82,6 +85,14 @@ func (d *Directory) Lookup(subject string) (Person, bool) {
 	}
 	p, ok := v.people[subject]
 	return p, ok
+}
+
+// TenantDisabled reports a tenant that is disabled (its organization
+// disabled in Keycloak, or its group marked), as sync or tenant
+// administration last wrote it.
+func (d *Directory) TenantDisabled(tenant string) bool {
+	v := d.cur.Load()
+	return v != nil && len(v.disabled) > 0 && v.disabled[tenant]
 }
 
 // Engine is the base engine with the tenants' custom roles.
@@ -128,7 +139,11 @@ func (d *Directory) load(ctx context.Context, q querier) error {
 	if err != nil {
 		return err
 	}
-	d.cur.Store(&view{people: people, engine: engine})
+	disabled, err := loadDisabledTenants(ctx, q)
+	if err != nil {
+		return err
+	}
+	d.cur.Store(&view{people: people, engine: engine, disabled: disabled})
 	d.version.Add(1)
 	d.loaded.Store(true)
 	return nil
@@ -160,9 +175,25 @@ func (d *Directory) reloadPerson(ctx context.Context, q querier, id string) erro
 			return err
 		}
 	}
-	d.cur.Store(&view{people: people, engine: old.engine})
+	d.cur.Store(&view{people: people, engine: old.engine, disabled: old.disabled})
 	d.version.Add(1)
 	return nil
+}
+
+func loadDisabledTenants(ctx context.Context, q querier) (map[string]bool, error) {
+	rows, err := q.Query(ctx, `SELECT id FROM tenants WHERE status = 'disabled'`)
+	if err != nil {
+		return nil, fmt.Errorf("load disabled tenants: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("load disabled tenants: %w", err)
+	}
+	out := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		out[id] = true
+	}
+	return out, nil
 }
 
 func loadAssignments(ctx context.Context, q querier, people map[string]Person, only string) error {
@@ -215,7 +246,11 @@ func (d *Directory) loadEngine(ctx context.Context, q querier) (*mapping.Engine,
 		// not fatal: the others keep working.
 		d.Log.WarnContext(ctx, "custom roles skipped", "error", err)
 	}
-	return e, nil
+	tree, err := loadTenantTree(ctx, q) // issue 16 (tenanttree.go)
+	if err != nil {
+		return nil, err
+	}
+	return e.WithTenantTree(tree), nil
 }
 
 // Run listens for changes until ctx ends, reconnecting with backoff, and

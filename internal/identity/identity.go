@@ -111,6 +111,9 @@ func (r *Resolver) IdentifyIn(ctx context.Context, raw, tenant string) (Caller, 
 		if r.OnAccept != nil {
 			r.OnAccept()
 		}
+		if err := r.disabledTenant(c.caller.Grant); err != nil {
+			return Caller{}, err
+		}
 		return c.caller, nil
 	}
 	engine := r.Dir.Engine()
@@ -138,7 +141,21 @@ func (r *Resolver) IdentifyIn(ctx context.Context, raw, tenant string) (Caller, 
 	if r.OnAccept != nil {
 		r.OnAccept()
 	}
+	if err := r.disabledTenant(g); err != nil {
+		return Caller{}, err
+	}
 	return caller, nil
+}
+
+// disabledTenant refuses a grant acting in a disabled tenant with a
+// *mapping.TenantError (Disabled), answered and audited as every refused
+// tenant is. A platform caller (a global bypass) still acts there: it is
+// who inspects the tenant and enables it again.
+func (r *Resolver) disabledTenant(g *mapping.Grant) error {
+	if g == nil || g.Tenant == "" || g.Global() || !r.Dir.TenantDisabled(g.Tenant) {
+		return nil
+	}
+	return &mapping.TenantError{Tenant: g.Tenant, Grant: g, Disabled: true}
 }
 
 // Memo holds encodings computed from one resolved caller: a cached

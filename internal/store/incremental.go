@@ -204,10 +204,10 @@ func TenantMemberIDs(ctx context.Context, q Querier, tenant string) ([]string, e
 	return textColumn(ctx, q, "tenant members", `SELECT person_id FROM tenant_members WHERE tenant_id = $1`, tenant)
 }
 
-// ActiveTenants lists the active tenants from one source (organization,
-// group, attribute, claim).
+// ActiveTenants lists the tenants from one source (organization, group,
+// attribute, claim) that are not deleted: a disabled tenant still exists.
 func ActiveTenants(ctx context.Context, q Querier, source string) ([]string, error) {
-	return textColumn(ctx, q, "tenants", `SELECT id FROM tenants WHERE source = $1 AND status = 'active'`, source)
+	return textColumn(ctx, q, "tenants", `SELECT id FROM tenants WHERE source = $1 AND status <> 'deleted'`, source)
 }
 
 // PeopleLinkedTo lists the people whose identity provider is alias.
@@ -269,4 +269,42 @@ func textColumn(ctx context.Context, q Querier, what, sql string, args ...any) (
 		return nil, fmt.Errorf("load %s: %w", what, err)
 	}
 	return out, nil
+}
+
+// AppliedEvents returns those of keys the event poller recorded as applied
+// (RecordAppliedEvents).
+func AppliedEvents(ctx context.Context, q Querier, keys []string) ([]string, error) {
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	rows, err := q.Query(ctx, `SELECT key FROM sync_applied_events WHERE key = ANY($1)`, keys)
+	if err != nil {
+		return nil, fmt.Errorf("read applied events: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("read applied events: %w", err)
+	}
+	return out, nil
+}
+
+// RecordAppliedEvents records events the poller applied, by key, so a
+// leader that reads them again skips them.
+func RecordAppliedEvents(ctx context.Context, q Querier, keys []string) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	if _, err := q.Exec(ctx, `INSERT INTO sync_applied_events (key) SELECT * FROM unnest($1::text[]) ON CONFLICT DO NOTHING`, keys); err != nil {
+		return fmt.Errorf("record applied events: %w", err)
+	}
+	return nil
+}
+
+// PruneAppliedEvents deletes the records of events applied longer ago than
+// keep: no leader reads those events again.
+func PruneAppliedEvents(ctx context.Context, q Querier, keep time.Duration) error {
+	if _, err := q.Exec(ctx, `DELETE FROM sync_applied_events WHERE applied_at < now() - make_interval(secs => $1)`, keep.Seconds()); err != nil {
+		return fmt.Errorf("prune applied events: %w", err)
+	}
+	return nil
 }

@@ -11,8 +11,14 @@ import (
 
 // The sync-managed state, as rows. Empty strings stand for NULL.
 
-// TenantRow is a tenant.
-type TenantRow struct{ ID, Name, Source, Status string }
+// TenantRow is a tenant. KeycloakID is the id of the Keycloak object the
+// tenant comes from (its organization, or its group under the group
+// prefix), "" when none (attribute and claim sources); Status is active,
+// disabled (issue 16: the organization disabled, the group marked) or
+// deleted. OrgID (issue 16, a tenancy of organizations and customers,
+// migration 00014) is a customer's organization, "" for an organization
+// and for a customer of none.
+type TenantRow struct{ ID, Name, Source, Status, KeycloakID, OrgID string }
 
 // PersonRow is a person as sync writes it.
 type PersonRow struct {
@@ -69,6 +75,24 @@ func LoadSyncScope(ctx context.Context, q Querier, sc SyncScope) (*SyncState, er
 	return loadSync(ctx, q, &sc)
 }
 
+// InvitedPeople reads the people still invited, as the state Desired
+// consults (it keeps them invited until they act).
+func InvitedPeople(ctx context.Context, q Querier) (*SyncState, error) {
+	rows, err := q.Query(ctx, `SELECT id FROM people WHERE status = 'invited'`)
+	if err != nil {
+		return nil, fmt.Errorf("load invited people: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("load invited people: %w", err)
+	}
+	s := &SyncState{People: make([]PersonRow, len(ids))}
+	for i, id := range ids {
+		s.People[i] = PersonRow{ID: id, Status: "invited"}
+	}
+	return s, nil
+}
+
 // SyncScope names rows by key: people, teams and tenants by id, roles by
 // SyncRole.Key.
 type SyncScope struct {
@@ -78,8 +102,42 @@ type SyncScope struct {
 	Children []string
 }
 
+// strs holds each string once: a person's id, a role's key, a tenant are
+// named by many rows, and a realm of 100,000 people has half a million.
+type strs map[string]string
+
+func (m strs) of(b []byte) string {
+	if s, ok := m[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	m[s] = s
+	return s
+}
+
+func (m strs) str(s string) string {
+	if x, ok := m[s]; ok {
+		return x
+	}
+	m[s] = s
+	return s
+}
+
+// rawText reads a row of text columns (none NULL) through m.
+func rawText(r pgx.Rows, m strs, into ...*string) error {
+	vals := r.RawValues()
+	if len(vals) != len(into) {
+		return fmt.Errorf("%d columns, want %d", len(vals), len(into))
+	}
+	for i, v := range vals {
+		*into[i] = m.of(v)
+	}
+	return nil
+}
+
 func loadSync(ctx context.Context, q Querier, sc *SyncScope) (*SyncState, error) {
 	s := &SyncState{}
+	in := strs{}
 	type load struct {
 		name string
 		sql  string
@@ -91,9 +149,9 @@ func loadSync(ctx context.Context, q Querier, sc *SyncScope) (*SyncState, error)
 	people := func(sc *SyncScope) []any { return []any{sc.People} }
 	const roleKey = `kind || '|' || client_id || '|' || name`
 	loads := []load{
-		{"tenants", `SELECT id, name, source, status FROM tenants WHERE true`, func(r pgx.Rows) error {
+		{"tenants", `SELECT id, name, source, status, coalesce(keycloak_id, ''), coalesce(org_id, '') FROM tenants WHERE true`, func(r pgx.Rows) error {
 			var t TenantRow
-			err := r.Scan(&t.ID, &t.Name, &t.Source, &t.Status)
+			err := r.Scan(&t.ID, &t.Name, &t.Source, &t.Status, &t.KeycloakID, &t.OrgID) // issue 16: keycloak_id, org_id
 			s.Tenants = append(s.Tenants, t)
 			return err
 		}, `id = ANY($1)`, func(sc *SyncScope) []any { return []any{sc.Tenants} }},
@@ -101,12 +159,13 @@ func loadSync(ctx context.Context, q Querier, sc *SyncScope) (*SyncState, error)
 			coalesce(identity_provider, ''), email_verified, coalesce((extract(epoch FROM keycloak_created) * 1000)::bigint, 0) FROM people WHERE true`, func(r pgx.Rows) error {
 			var p PersonRow
 			err := r.Scan(&p.ID, &p.Username, &p.Email, &p.FirstName, &p.LastName, &p.DisplayName, &p.Status, &p.IdentityProvider, &p.EmailVerified, &p.Created)
+			p.ID, p.Status = in.str(p.ID), in.str(p.Status)
 			s.People = append(s.People, p)
 			return err
 		}, `id = ANY($1)`, people},
 		{"tenant_members", `SELECT tenant_id, person_id, tenant_id FROM tenant_members WHERE true`, func(r pgx.Rows) error {
 			var m MemberRow
-			err := r.Scan(&m.Group, &m.Person, &m.Tenant)
+			err := rawText(r, in, &m.Group, &m.Person, &m.Tenant)
 			s.TenantMembers = append(s.TenantMembers, m)
 			return err
 		}, `person_id = ANY($1)`, people},
@@ -118,7 +177,7 @@ func loadSync(ctx context.Context, q Querier, sc *SyncScope) (*SyncState, error)
 		}, `id = ANY($1)`, func(sc *SyncScope) []any { return []any{sc.Teams} }},
 		{"team_members", `SELECT team_id, person_id, coalesce(tenant_id, '') FROM team_members WHERE true`, func(r pgx.Rows) error {
 			var m MemberRow
-			err := r.Scan(&m.Group, &m.Person, &m.Tenant)
+			err := rawText(r, in, &m.Group, &m.Person, &m.Tenant)
 			s.TeamMembers = append(s.TeamMembers, m)
 			return err
 		}, `person_id = ANY($1)`, people},
@@ -133,7 +192,7 @@ func loadSync(ctx context.Context, q Querier, sc *SyncScope) (*SyncState, error)
 		{"role_composites", `SELECT p.kind || '|' || p.client_id || '|' || p.name, c.kind || '|' || c.client_id || '|' || c.name
 			FROM role_composites rc JOIN roles p ON p.id = rc.parent_id JOIN roles c ON c.id = rc.child_id WHERE true`, func(r pgx.Rows) error {
 			var x CompositeRow
-			err := r.Scan(&x.Parent, &x.Child)
+			err := rawText(r, in, &x.Parent, &x.Child)
 			s.Composites = append(s.Composites, x)
 			return err
 		}, `(p.kind || '|' || p.client_id || '|' || p.name = ANY($1) OR c.kind || '|' || c.client_id || '|' || c.name = ANY($2))`,
@@ -141,7 +200,7 @@ func loadSync(ctx context.Context, q Querier, sc *SyncScope) (*SyncState, error)
 		{"role_assignments", `SELECT ra.person_id, r.kind || '|' || r.client_id || '|' || r.name, coalesce(ra.tenant_id, ''), ra.source, ra.rule_ref
 			FROM role_assignments ra JOIN roles r ON r.id = ra.role_id WHERE ra.source IN ('keycloak', 'rule')`, func(r pgx.Rows) error {
 			var x AssignmentRow
-			err := r.Scan(&x.Person, &x.Role, &x.Tenant, &x.Source, &x.Ref)
+			err := rawText(r, in, &x.Person, &x.Role, &x.Tenant, &x.Source, &x.Ref)
 			s.Assignments = append(s.Assignments, x)
 			return err
 		}, `ra.person_id = ANY($1)`, people},
@@ -201,8 +260,26 @@ func col[T any, V any](rows []T, f func(T) V) []V {
 	return out
 }
 
-// ApplySyncPlan writes a plan in the caller's transaction with one bulk
-// statement per kind, then notifies every replica on commit.
+// applyChunk is the most rows one statement of an apply writes: a
+// statement's parameters are held in memory at once, so a large plan is
+// written in parts, all in the caller's one transaction.
+const applyChunk = 10000
+
+// chunks calls fn for consecutive parts of rows of at most applyChunk.
+func chunks[T any](rows []T, fn func([]T) error) error {
+	for len(rows) > 0 {
+		n := min(len(rows), applyChunk)
+		if err := fn(rows[:n]); err != nil {
+			return err
+		}
+		rows = rows[n:]
+	}
+	return nil
+}
+
+// ApplySyncPlan writes a plan in the caller's transaction with bulk
+// statements of up to applyChunk rows per kind, then notifies every
+// replica on commit.
 func ApplySyncPlan(ctx context.Context, tx pgx.Tx, p *SyncPlan) error {
 	exec := func(what, sql string, args ...any) error {
 		if _, err := tx.Exec(ctx, sql, args...); err != nil {
@@ -211,23 +288,27 @@ func ApplySyncPlan(ctx context.Context, tx pgx.Tx, p *SyncPlan) error {
 		return nil
 	}
 	if len(p.Tenants) > 0 {
-		if err := exec("tenants", `INSERT INTO tenants (id, name, source, status)
-			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
-			ON CONFLICT (id) DO UPDATE SET name = excluded.name, source = excluded.source, status = excluded.status, updated_at = now()`,
+		// keycloak_id (issue 16): the organization or group the tenant
+		// comes from, which invitations and tenant administration act on.
+		if err := exec("tenants", `INSERT INTO tenants (id, name, source, status, keycloak_id, org_id)
+			SELECT id, n, s, st, nullif(k, ''), nullif(o, '') FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) AS x(id, n, s, st, k, o)
+			ON CONFLICT (id) DO UPDATE SET name = excluded.name, source = excluded.source, status = excluded.status,
+			keycloak_id = excluded.keycloak_id, org_id = excluded.org_id, updated_at = now()`,
 			col(p.Tenants, func(t TenantRow) string { return t.ID }), col(p.Tenants, func(t TenantRow) string { return t.Name }),
-			col(p.Tenants, func(t TenantRow) string { return t.Source }), col(p.Tenants, func(t TenantRow) string { return t.Status })); err != nil {
+			col(p.Tenants, func(t TenantRow) string { return t.Source }), col(p.Tenants, func(t TenantRow) string { return t.Status }),
+			col(p.Tenants, func(t TenantRow) string { return t.KeycloakID }), col(p.Tenants, func(t TenantRow) string { return t.OrgID })); err != nil {
 			return err
 		}
 	}
-	if len(p.People) > 0 {
-		created := col(p.People, func(x PersonRow) *time.Time {
+	if err := chunks(p.People, func(rows []PersonRow) error {
+		created := col(rows, func(x PersonRow) *time.Time {
 			if x.Created == 0 {
 				return nil
 			}
 			t := time.UnixMilli(x.Created)
 			return &t
 		})
-		if err := exec("people", `INSERT INTO people (id, username, email, first_name, last_name, display_name, status, identity_provider, email_verified, keycloak_created, deleted_at)
+		return exec("people", `INSERT INTO people (id, username, email, first_name, last_name, display_name, status, identity_provider, email_verified, keycloak_created, deleted_at)
 			SELECT id, u, nullif(e, ''), nullif(f, ''), nullif(l, ''), d, s, nullif(i, ''), v, c, CASE WHEN s = 'deleted' THEN now() END
 			FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bool[], $10::timestamptz[])
 			AS x(id, u, e, f, l, d, s, i, v, c)
@@ -236,13 +317,13 @@ func ApplySyncPlan(ctx context.Context, tx pgx.Tx, p *SyncPlan) error {
 			identity_provider = excluded.identity_provider, email_verified = excluded.email_verified,
 			keycloak_created = excluded.keycloak_created,
 			deleted_at = CASE WHEN excluded.status = 'deleted' THEN coalesce(people.deleted_at, now()) END, updated_at = now()`,
-			col(p.People, func(x PersonRow) string { return x.ID }), col(p.People, func(x PersonRow) string { return x.Username }),
-			col(p.People, func(x PersonRow) string { return x.Email }), col(p.People, func(x PersonRow) string { return x.FirstName }),
-			col(p.People, func(x PersonRow) string { return x.LastName }), col(p.People, func(x PersonRow) string { return x.DisplayName }),
-			col(p.People, func(x PersonRow) string { return x.Status }), col(p.People, func(x PersonRow) string { return x.IdentityProvider }),
-			col(p.People, func(x PersonRow) bool { return x.EmailVerified }), created); err != nil {
-			return err
-		}
+			col(rows, func(x PersonRow) string { return x.ID }), col(rows, func(x PersonRow) string { return x.Username }),
+			col(rows, func(x PersonRow) string { return x.Email }), col(rows, func(x PersonRow) string { return x.FirstName }),
+			col(rows, func(x PersonRow) string { return x.LastName }), col(rows, func(x PersonRow) string { return x.DisplayName }),
+			col(rows, func(x PersonRow) string { return x.Status }), col(rows, func(x PersonRow) string { return x.IdentityProvider }),
+			col(rows, func(x PersonRow) bool { return x.EmailVerified }), created)
+	}); err != nil {
+		return err
 	}
 	if len(p.Teams) > 0 {
 		if err := exec("teams", `INSERT INTO teams (id, tenant_id, name, path, parent_id, status)
@@ -281,9 +362,6 @@ func ApplySyncPlan(ctx context.Context, tx pgx.Tx, p *SyncPlan) error {
 		}
 	}
 	members := func(table, groupCol string, rows []MemberRow, add bool) error {
-		if len(rows) == 0 {
-			return nil
-		}
 		g, pe, t := col(rows, func(m MemberRow) string { return m.Group }), col(rows, func(m MemberRow) string { return m.Person }), col(rows, func(m MemberRow) string { return m.Tenant })
 		if !add {
 			return exec(table, `DELETE FROM `+table+` x USING unnest($1::text[], $2::text[]) AS d(g, p) WHERE x.`+groupCol+` = d.g AND x.person_id = d.p`, g, pe)
@@ -302,7 +380,7 @@ func ApplySyncPlan(ctx context.Context, tx pgx.Tx, p *SyncPlan) error {
 		{"tenant_members", "tenant_id", p.DelTenantMembers, false}, {"tenant_members", "tenant_id", p.AddTenantMembers, true},
 		{"team_members", "team_id", p.DelTeamMembers, false}, {"team_members", "team_id", p.AddTeamMembers, true},
 	} {
-		if err := members(m.table, m.col, m.rows, m.add); err != nil {
+		if err := chunks(m.rows, func(rows []MemberRow) error { return members(m.table, m.col, rows, m.add) }); err != nil {
 			return err
 		}
 	}
@@ -329,19 +407,19 @@ func ApplySyncPlan(ctx context.Context, tx pgx.Tx, p *SyncPlan) error {
 			col(rows, func(a AssignmentRow) string { return a.Tenant }), col(rows, func(a AssignmentRow) string { return a.Source }),
 			col(rows, func(a AssignmentRow) string { return a.Ref })}
 	}
-	if len(p.DelAssignments) > 0 {
-		if err := exec("assignments", `DELETE FROM role_assignments ra USING roles r, unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS d(p, k, t, s, ref)
+	if err := chunks(p.DelAssignments, func(rows []AssignmentRow) error {
+		return exec("assignments", `DELETE FROM role_assignments ra USING roles r, unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS d(p, k, t, s, ref)
 			WHERE ra.role_id = r.id AND ra.person_id = d.p AND `+roleByKey+` = d.k AND coalesce(ra.tenant_id, '') = d.t
-			AND ra.source = d.s AND ra.rule_ref = d.ref`, asg(p.DelAssignments)...); err != nil {
-			return err
-		}
+			AND ra.source = d.s AND ra.rule_ref = d.ref`, asg(rows)...)
+	}); err != nil {
+		return err
 	}
-	if len(p.AddAssignments) > 0 {
-		if err := exec("assignments", `INSERT INTO role_assignments (person_id, role_id, tenant_id, source, rule_ref)
+	if err := chunks(p.AddAssignments, func(rows []AssignmentRow) error {
+		return exec("assignments", `INSERT INTO role_assignments (person_id, role_id, tenant_id, source, rule_ref)
 			SELECT d.p, r.id, nullif(d.t, ''), d.s, d.ref FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS d(p, k, t, s, ref)
-			JOIN roles r ON `+roleByKey+` = d.k AND r.tenant_id IS NULL ON CONFLICT DO NOTHING`, asg(p.AddAssignments)...); err != nil {
-			return err
-		}
+			JOIN roles r ON `+roleByKey+` = d.k AND r.tenant_id IS NULL ON CONFLICT DO NOTHING`, asg(rows)...)
+	}); err != nil {
+		return err
 	}
 	if people := p.touchedPeople(); p.personal() && len(people) <= maxPersonNotices {
 		// Only a few people changed: each replica reloads just them.
