@@ -12,6 +12,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	gosync "sync"
@@ -142,10 +143,16 @@ func resetPeakRSS() {
 }
 
 // watchHeap samples the Go heap in use every 50 ms until the returned
-// function is called, which reports the largest sample in MB.
+// function is called, which reports the largest sample in MB. With
+// KEYBRIDGE_BENCH_HEAPPROFILE set to a path prefix, the heap profile at
+// the largest sample is written to <prefix>-<n>.pprof for the n-th watch.
 func watchHeap() func() float64 {
 	done := make(chan struct{})
 	peak := make(chan float64)
+	profile := ""
+	if p := os.Getenv("KEYBRIDGE_BENCH_HEAPPROFILE"); p != "" {
+		profile = fmt.Sprintf("%s-%d.pprof", p, heapWatches.Add(1))
+	}
 	go func() {
 		var most uint64
 		t := time.NewTicker(50 * time.Millisecond)
@@ -153,6 +160,12 @@ func watchHeap() func() float64 {
 		for {
 			var m runtime.MemStats
 			runtime.ReadMemStats(&m)
+			if profile != "" && m.HeapInuse > most+most/20 {
+				if f, err := os.Create(profile); err == nil {
+					_ = pprof.WriteHeapProfile(f)
+					_ = f.Close()
+				}
+			}
 			most = max(most, m.HeapInuse)
 			select {
 			case <-done:
@@ -164,6 +177,8 @@ func watchHeap() func() float64 {
 	}()
 	return func() float64 { close(done); return <-peak }
 }
+
+var heapWatches atomic.Int64
 
 // peakRSSMB is this process's peak RSS since the last resetPeakRSS, in MB
 // (0 where /proc is not there).

@@ -277,10 +277,19 @@ func (m *Management) invite(c *gin.Context) {
 	// would grant nothing.
 	invitee := kcadmin.Invitee{Email: email}
 	src := m.Mapping.Tenant
+	// In an organization → customers tree a customer is its group; only an
+	// organization tenant is placed by organization membership.
+	prefix := src.GroupPrefix
+	if src.Tree() {
+		var source string
+		if err := m.System.SysPool().QueryRow(ctx, `SELECT source FROM tenants WHERE id = $1`, tenant).Scan(&source); err == nil && source == "group" {
+			prefix = src.Customers.GroupPrefix
+		}
+	}
 	switch {
-	case src.GroupPrefix != "":
+	case prefix != "":
 		var id string
-		path := strings.TrimRight(src.GroupPrefix, "/") + "/" + tenant
+		path := strings.TrimRight(prefix, "/") + "/" + tenant
 		if err := m.System.SysPool().QueryRow(ctx, `SELECT id FROM teams WHERE path = $1 AND status = 'active'`, path).Scan(&id); err != nil {
 			m.placeFailed(c, action, email, "no Keycloak group "+path+" for the tenant: create it, then sync")
 			return
@@ -436,7 +445,7 @@ func (m *Management) inviteWithinCeiling(c *gin.Context, action, email, tenant s
 	// rules pinned to the tenant match as they will.
 	facts := func(groups []string, realm, client []string) mapping.Facts {
 		f := mapping.Facts{Groups: groups, RealmRoles: realm, ClientRoles: client, Attributes: placement.Attributes}
-		if m.Mapping.Tenant.Organization {
+		if m.Mapping.Tenant.Organization && placement.Organization != "" {
 			f.Organizations = []string{tenant}
 		}
 		return f
