@@ -376,9 +376,19 @@ func (s *Service) ApplyUserEvent(ctx context.Context, eventKey, typ, userID, err
 	if typ == "LOGIN_ERROR" {
 		outcome = audit.Failure
 	}
-	if s.Audit != nil {
-		s.Audit.Record(ctx, audit.Entry{ID: uuid.NewSHA1(eventNS, []byte(eventKey)).String(), OccurredAt: at, TenantID: tenant,
-			ActorID: userID, ActorName: name, Action: action, ResourceType: "session", ResourceID: userID, Outcome: outcome, Reason: errText})
+	e := audit.Entry{ID: uuid.NewSHA1(eventNS, []byte(eventKey)).String(), OccurredAt: at, TenantID: tenant,
+		ActorID: userID, ActorName: name, Action: action, ResourceType: "session", ResourceID: userID, Outcome: outcome, Reason: errText}
+	// The event is marked applied, in PostgreSQL, once this returns: its
+	// audit row must be durable by then, or a leader killed with the row
+	// still queued would lose it and its successor would skip the event.
+	if d, ok := s.Audit.(interface {
+		WriteNow(context.Context, audit.Entry) error
+	}); ok {
+		if err := d.WriteNow(ctx, e); err != nil {
+			return err
+		}
+	} else if s.Audit != nil {
+		s.Audit.Record(ctx, e)
 	}
 	if typ == "LOGIN" || typ == "REFRESH_TOKEN" {
 		if err := store.TouchLastActive(ctx, sys, userID, at); err != nil {

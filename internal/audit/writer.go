@@ -3,6 +3,7 @@ package audit
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math"
 	"strings"
@@ -112,6 +113,30 @@ func (w *Writer) Record(_ context.Context, e Entry) {
 			w.Log.Error("audit queue full: entry dropped", "action", e.Action, "outcome", e.Outcome)
 		}
 	}
+}
+
+// WriteNow writes one entry at once, bypassing the queue, and reports
+// whether PostgreSQL has it: for callers that must not record something as
+// done before its audit row is durable (the event poller marks an event
+// applied only after this). Idempotent by entry id, like every write.
+func (w *Writer) WriteNow(ctx context.Context, e Entry) error {
+	w.init()
+	if e.ID == "" {
+		e.ID = uuid.NewString()
+	}
+	if e.OccurredAt.IsZero() {
+		e.OccurredAt = time.Now()
+	}
+	if e.ActorName == "" {
+		e.ActorName = "system"
+	}
+	sanitize(&e)
+	if err := w.write(ctx, []Entry{e}); err != nil {
+		w.WriteErrors.Inc()
+		return fmt.Errorf("write audit entry %s: %w", e.Action, err)
+	}
+	w.Written.Inc()
+	return nil
 }
 
 // aggregate counts a refusal before authentication into its window's row,
