@@ -90,16 +90,7 @@ func (w *Writer) window() time.Duration {
 // Record implements Recorder.
 func (w *Writer) Record(_ context.Context, e Entry) {
 	w.init()
-	if e.ID == "" {
-		e.ID = uuid.NewString()
-	}
-	if e.OccurredAt.IsZero() {
-		e.OccurredAt = time.Now()
-	}
-	if e.ActorName == "" {
-		e.ActorName = "system"
-	}
-	sanitize(&e)
+	prepare(&e)
 	if e.Class == Unauthenticated {
 		w.aggregate(e)
 		return
@@ -115,12 +106,8 @@ func (w *Writer) Record(_ context.Context, e Entry) {
 	}
 }
 
-// WriteNow writes one entry at once, bypassing the queue, and reports
-// whether PostgreSQL has it: for callers that must not record something as
-// done before its audit row is durable (the event poller marks an event
-// applied only after this). Idempotent by entry id, like every write.
-func (w *Writer) WriteNow(ctx context.Context, e Entry) error {
-	w.init()
+// prepare fills what an entry may leave out and bounds it (sanitize).
+func prepare(e *Entry) {
 	if e.ID == "" {
 		e.ID = uuid.NewString()
 	}
@@ -130,7 +117,16 @@ func (w *Writer) WriteNow(ctx context.Context, e Entry) error {
 	if e.ActorName == "" {
 		e.ActorName = "system"
 	}
-	sanitize(&e)
+	sanitize(e)
+}
+
+// WriteNow writes one entry at once, bypassing the queue, and reports
+// whether PostgreSQL has it: for callers that must not record something as
+// done before its audit row is durable (the event poller marks an event
+// applied only after this). Idempotent by entry id, like every write.
+func (w *Writer) WriteNow(ctx context.Context, e Entry) error {
+	w.init()
+	prepare(&e)
 	if err := w.write(ctx, []Entry{e}); err != nil {
 		w.WriteErrors.Inc()
 		return fmt.Errorf("write audit entry %s: %w", e.Action, err)
